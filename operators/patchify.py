@@ -1,0 +1,96 @@
+"""RGB frame -> Gemma 4 Unified soft-token inputs (raw 48x48x3 pixel cells + (x, y) positions).
+
+Implements the reference image processor's rule (contract doc sections 1.2, 1.3 and 9) byte for
+byte: aspect-preserving resize so that a grid of 48-px cells fits the token budget, bicubic with
+antialiasing on uint8 (torch's kernel, the one the reference runs), x/255, row-major cells
+flattened in (row, col, channel) order, positions (column, row), padding rows (-1, -1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["BUDGETS", "CELL_PX", "CELL_VALUES", "Patches", "grid_size", "patchify", "pad_patches"]
+
+CELL_PX = 48  # 16-px patch x 3x3 pooling
+CELL_VALUES = CELL_PX * CELL_PX * 3  # 6912
+BUDGETS = (70, 140, 280, 560, 1120)
+_RESCALE = np.float32(1 / 255)  # the reference multiplies by float32(1/255)
+
+
+@dataclass(frozen=True, eq=False)
+class Patches:
+    """One image's model inputs.
+
+    pixel_values: [budget, 6912] float32 in [0, 1], rows >= num_tokens are zero.
+    positions:    [budget, 2] int64 (x = column, y = row), rows >= num_tokens are -1.
+    """
+
+    pixel_values: np.ndarray
+    positions: np.ndarray
+    num_tokens: int
+    grid_hw: tuple[int, int]
+
+
+def grid_size(height: int, width: int, budget: int) -> tuple[int, int]:
+    """Target (H', W') in pixels for an image of (height, width) at ``budget`` soft tokens."""
+    if budget not in BUDGETS:
+        raise ValueError(f"budget must be one of {BUDGETS}, got {budget}")
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image has no pixels: {height}x{width}")
+    target_px = budget * 9 * 16 * 16
+    factor = math.sqrt(target_px / (height * width))
+    out_h = math.floor(factor * height / CELL_PX) * CELL_PX
+    out_w = math.floor(factor * width / CELL_PX) * CELL_PX
+    if out_h == 0 and out_w == 0:
+        raise ValueError(f"image {height}x{width} too small for budget {budget}")
+    if out_h == 0:
+        out_h, out_w = CELL_PX, min(math.floor(width / height) * CELL_PX, budget * CELL_PX)
+    elif out_w == 0:
+        out_w, out_h = CELL_PX, min(math.floor(height / width) * CELL_PX, budget * CELL_PX)
+    return out_h, out_w
+
+
+def _resize_uint8(rgb: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    if rgb.shape[:2] == (out_h, out_w):
+        return rgb
+    tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0)  # [1,3,H,W]
+    resized = F.interpolate(tensor, size=(out_h, out_w), mode="bicubic", align_corners=False, antialias=True)
+    return resized[0].permute(1, 2, 0).contiguous().numpy()  # [H',W',3] uint8
+
+
+def patchify(rgb: np.ndarray, budget: int = 70) -> Patches:
+    """Cut an (H, W, 3) uint8 RGB image into the reference processor's cells at ``budget``."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected (H, W, 3) uint8 RGB, got {rgb.dtype} {rgb.shape}")
+    out_h, out_w = grid_size(rgb.shape[0], rgb.shape[1], budget)
+    resized = _resize_uint8(rgb, out_h, out_w)
+    gh, gw = out_h // CELL_PX, out_w // CELL_PX
+    n = gh * gw
+    cells = resized.reshape(gh, CELL_PX, gw, CELL_PX, 3).transpose(0, 2, 1, 3, 4).reshape(n, CELL_VALUES)
+    pixel_values = np.zeros((budget, CELL_VALUES), dtype=np.float32)
+    np.multiply(cells, _RESCALE, out=pixel_values[:n], dtype=np.float32)
+    positions = np.full((budget, 2), -1, dtype=np.int64)
+    k = np.arange(n)
+    positions[:n, 0] = k % gw
+    positions[:n, 1] = k // gw
+    return Patches(pixel_values=pixel_values, positions=positions, num_tokens=n, grid_hw=(gh, gw))
+
+
+def pad_patches(items: list[Patches], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Stack images to [N, L, 6912] and [N, L, 2] with a common row count L (default: the max budget)."""
+    length = length or max(p.pixel_values.shape[0] for p in items)
+    pixel_values = np.zeros((len(items), length, CELL_VALUES), dtype=np.float32)
+    positions = np.full((len(items), length, 2), -1, dtype=np.int64)
+    for i, p in enumerate(items):
+        rows = min(length, p.pixel_values.shape[0])
+        if p.num_tokens > length:
+            raise ValueError(f"image has {p.num_tokens} tokens, more than the pad length {length}")
+        pixel_values[i, :rows] = p.pixel_values[:rows]
+        positions[i, :rows] = p.positions[:rows]
+    return pixel_values, positions
