@@ -64,8 +64,13 @@ def _resize_uint8(rgb: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     return resized[0].permute(1, 2, 0).contiguous().numpy()  # [H',W',3] uint8
 
 
-def patchify(rgb: np.ndarray, budget: int = 70) -> Patches:
-    """Cut an (H, W, 3) uint8 RGB image into the reference processor's cells at ``budget``."""
+def patchify(rgb: np.ndarray, budget: int = 70, *, video: bool = False) -> Patches:
+    """Cut an (H, W, 3) uint8 RGB image into the reference processor's cells at ``budget``.
+
+    The reference image processor rescales with ``x * float32(1/255)``; its video processor
+    normalises with ``x / 255`` (they differ by up to 6e-8). ``video=True`` follows the latter,
+    for frames that go into the prompt as a video.
+    """
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected (H, W, 3) uint8 RGB, got {rgb.dtype} {rgb.shape}")
     out_h, out_w = grid_size(rgb.shape[0], rgb.shape[1], budget)
@@ -74,7 +79,10 @@ def patchify(rgb: np.ndarray, budget: int = 70) -> Patches:
     n = gh * gw
     cells = resized.reshape(gh, CELL_PX, gw, CELL_PX, 3).transpose(0, 2, 1, 3, 4).reshape(n, CELL_VALUES)
     pixel_values = np.zeros((budget, CELL_VALUES), dtype=np.float32)
-    np.multiply(cells, _RESCALE, out=pixel_values[:n], dtype=np.float32)
+    if video:
+        np.divide(cells, np.float32(255), out=pixel_values[:n], dtype=np.float32)
+    else:
+        np.multiply(cells, _RESCALE, out=pixel_values[:n], dtype=np.float32)
     positions = np.full((budget, 2), -1, dtype=np.int64)
     k = np.arange(n)
     positions[:n, 0] = k % gw

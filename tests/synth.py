@@ -102,3 +102,28 @@ def tone(duration_s: float, *, rate: int = 16000, start_s: float = 0.0, freq_hz:
     wave = amp * np.sin(2 * np.pi * freq_hz * t)
     wave[t < start_s] = 0.0
     return wave.astype(np.float32)
+
+
+def espeak(text: str, voice: str = "en-us", pitch: int = 50, speed: int = 160) -> np.ndarray:
+    """Speak ``text`` with espeak-ng; 16 kHz mono float32 (resampled with PyAV)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    if shutil.which("espeak-ng") is None:
+        import pytest
+
+        pytest.skip("espeak-ng (Debian package) not installed")
+    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+        subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", f.name, text], check=True)
+        return load_16k(f.name)
+
+
+def load_16k(path) -> np.ndarray:
+    out = []
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+    with av.open(str(path)) as c:
+        for frame in c.decode(audio=0):
+            out += [o.to_ndarray().reshape(-1) for o in resampler.resample(frame)]
+    out += [o.to_ndarray().reshape(-1) for o in resampler.resample(None)]
+    return np.concatenate(out).astype(np.float32)

@@ -1,0 +1,122 @@
+"""Decode-stage benchmark: onepass (fast and exact modes) vs the ffmpeg command line vs naive PyAV.
+
+    python benchmarks/bench_decode.py               # 10-min 1080p H.264 (B-frames) + AAC clip
+    python benchmarks/bench_decode.py --minutes 1   # quicker
+
+All three produce the same thing: 1-FPS RGB frames and 16 kHz mono audio. Prints the median of
+--runs runs for each and the ratios (ffmpeg / ours) and (naive / ours). The clip is generated
+once with ffmpeg (not timed) and cached under --workdir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+
+from onepass.operators.decode import AudioChunk, MediaReader
+
+
+def make_clip(path: Path, minutes: float) -> Path:
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seconds = str(int(minutes * 60))
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y",
+         "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=25",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+         "-t", seconds, "-c:v", "libx264", "-preset", "veryfast", "-bf", "3", "-g", "250",
+         "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-ac", "2", str(path) + ".tmp.mp4"],
+        check=True,
+    )
+    Path(str(path) + ".tmp.mp4").rename(path)
+    return path
+
+
+def run_ours(path: Path, mode: str) -> tuple[int, int]:
+    frames = samples = 0
+    with MediaReader(path, mode=mode) as media:
+        for item in media.items():
+            if isinstance(item, AudioChunk):
+                samples += item.samples.size
+            else:
+                frames += 1
+    return frames, samples
+
+
+def run_ffmpeg(path: Path) -> tuple[int, int]:
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path),
+         "-map", "0:v:0", "-vf", "fps=1", "-pix_fmt", "rgb24", "-f", "null", "-",
+         "-map", "0:a:0", "-ar", "16000", "-ac", "1", "-c:a", "pcm_f32le", "-f", "null", "-"],
+        check=True,
+    )
+    return -1, -1
+
+
+def run_naive(path: Path) -> tuple[int, int]:
+    """Decode and convert every frame, keep one a second: what a first PyAV script does."""
+    frames = samples = 0
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+    next_s = 0.0
+    with av.open(str(path)) as c:
+        for frame in c.decode(video=0, audio=0):
+            if isinstance(frame, av.VideoFrame):
+                rgb = frame.to_ndarray(format="rgb24")
+                if frame.time >= next_s:
+                    frames += 1
+                    next_s += 1.0
+                del rgb
+            else:
+                for out in resampler.resample(frame):
+                    samples += out.samples
+    return frames, samples
+
+
+def timed(fn, *args, runs: int) -> tuple[float, tuple]:
+    times, result = [], None
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        result = fn(*args)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), result, times
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--workdir", type=Path, default=Path("runs/bench"))
+    ap.add_argument("--skip-naive", action="store_true")
+    args = ap.parse_args(argv)
+    clip = make_clip(args.workdir / f"clip_{args.minutes:g}min_1080p.mp4", args.minutes)
+    print(f"clip: {clip} ({clip.stat().st_size / 1e6:.0f} MB, {args.minutes:g} min 1080p25 H.264 bf=3 + AAC)")
+    rows = {}
+    for name, fn, fargs in [
+        ("ours fast", run_ours, ("fast",)),
+        ("ours exact", run_ours, ("exact",)),
+        ("ffmpeg CLI", run_ffmpeg, ()),
+        *([] if args.skip_naive else [("naive PyAV", run_naive, ())]),
+    ]:
+        med, result, times = timed(fn, clip, *fargs, runs=args.runs)
+        rows[name] = med
+        detail = "" if result[0] < 0 else f"  frames={result[0]} audio_s={result[1] / 16000:.1f}"
+        print(f"{name:11s} median {med:7.2f} s  runs {[round(t, 2) for t in times]}{detail}", flush=True)
+    for mode in ("fast", "exact"):
+        ours = rows[f"ours {mode}"]
+        line = f"{mode:5s}: ffmpeg/ours = {rows['ffmpeg CLI'] / ours:.2f}x"
+        if "naive PyAV" in rows:
+            line += f", naive/ours = {rows['naive PyAV'] / ours:.2f}x"
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Windows in, typed records out: prompts -> runner -> parsers -> speaker regions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .records import WindowResult
+from .runner import Runner, Window
+from .speakers import region_embeddings
+from .tasks import Prompts, make_answer, parse_captions, parse_transcript
+
+__all__ = ["TaskSet", "analyse"]
+
+
+@dataclass(frozen=True)
+class TaskSet:
+    captions: bool = True
+    transcript: bool = True
+    diarization: bool = True
+    questions: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, names: str, questions: tuple[str, ...] = ()) -> TaskSet:
+        """From a comma list like ``captions,transcript,diarization``."""
+        wanted = {n.strip().lower() for n in names.split(",") if n.strip()}
+        known = {"captions", "transcript", "diarization"}
+        if wanted - known:
+            raise ValueError(f"unknown task(s) {sorted(wanted - known)}; choose from {sorted(known)}")
+        return cls("captions" in wanted, "transcript" in wanted, "diarization" in wanted, tuple(questions))
+
+
+def _prompts_for(w: Window, tasks: TaskSet, prompts: Prompts) -> list[tuple[str, str]]:
+    out = []
+    if tasks.captions and w.has_video:
+        out.append(("captions", prompts.caption))
+    if tasks.transcript and w.has_audio:
+        out.append(("transcript", prompts.transcript))
+    out += [("ask", q) for q in tasks.questions]
+    return out
+
+
+def analyse(runner: Runner, windows: list[Window], tasks: TaskSet, prompts: Prompts = Prompts()) -> list[WindowResult]:
+    """Run every task on every window; windows of the same shape (video/audio present) share a batch."""
+    results: dict[int, WindowResult] = {}
+    groups: dict[tuple[bool, bool], list[int]] = {}
+    for i, w in enumerate(windows):
+        groups.setdefault((w.has_video, w.has_audio), []).append(i)
+    for idx in groups.values():
+        group = [windows[i] for i in idx]
+        jobs = _prompts_for(group[0], tasks, prompts)
+        want_speech = tasks.diarization and group[0].has_audio
+        if not jobs and not want_speech:
+            for i in idx:
+                results[i] = WindowResult(source_id=windows[i].source_id, span=windows[i].span)
+            continue
+        texts, batch = runner.generate(group, [p for _, p in jobs], capture_audio=want_speech)
+        for k, (i, w) in enumerate(zip(idx, group)):
+            captions, segments, answers = [], [], []
+            for (kind, prompt), text in zip(jobs, texts[k]):
+                if kind == "captions":
+                    captions = parse_captions(text, list(w.frame_ms), w.span)
+                elif kind == "transcript":
+                    segments = parse_transcript(text, w.span)
+                else:
+                    answers += make_answer(text, prompt, w.span)
+            speech = region_embeddings(w.audio, batch.audio_hidden[k], w.audio_start_ms) if want_speech else []
+            results[i] = WindowResult(
+                source_id=w.source_id, span=w.span, captions=tuple(captions), segments=tuple(segments),
+                answers=tuple(answers), speech=tuple(speech), raw=tuple((kind, t) for (kind, _), t in zip(jobs, texts[k])),
+            )
+    return [results[i] for i in range(len(windows))]

@@ -1,0 +1,113 @@
+"""Load a Gemma 4 Unified checkpoint from a local Hugging Face folder.
+
+Safetensors only (pickled .bin/.pt weights are refused before anything is read), never remote
+code, never a hub download. The same path loads the real 12B and the small default model that
+ships in ``model/default/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+__all__ = ["Backbone", "ModelLoadError", "DEFAULT_MODEL_DIR", "load_backbone", "pick_device_dtype"]
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
+ARCHITECTURE = "Gemma4UnifiedForConditionalGeneration"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+class ModelLoadError(Exception):
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+@dataclass
+class Backbone:
+    """A loaded checkpoint: the HF model, its tokenizer and the ids the runner needs."""
+
+    path: Path
+    model: torch.nn.Module
+    tokenizer: object
+    chat_template: str
+    device: torch.device
+    dtype: torch.dtype
+    stop_ids: tuple[int, ...]
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def token_id(self, name: str) -> int:
+        return int(getattr(self.config, name))
+
+
+def pick_device_dtype(device: str | None = None, dtype: str | None = None) -> tuple[torch.device, torch.dtype]:
+    """CUDA + bf16 when available, else CPU + float32; either can be overridden ("cpu", "bfloat16")."""
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype:
+        dt = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        if not isinstance(dt, torch.dtype):
+            raise ValueError(f"unknown dtype {dtype!r}")
+    else:
+        dt = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    return dev, dt
+
+
+def check_folder(path: Path) -> None:
+    """Refuse anything but a local folder of config + safetensors, before any file is parsed."""
+    if not path.is_dir():
+        raise ModelLoadError(path, "not a directory (expected a local Hugging Face model folder)")
+    config = path / "config.json"
+    if not config.is_file():
+        raise ModelLoadError(path, "no config.json")
+    try:
+        arch = json.loads(config.read_text()).get("architectures") or []
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(path, f"config.json is not JSON: {exc}") from exc
+    if ARCHITECTURE not in arch:
+        raise ModelLoadError(path, f"config.json architectures {arch} does not name {ARCHITECTURE}")
+    names = [p.name for p in path.iterdir()]
+    if not any(n.endswith(".safetensors") for n in names):
+        pickles = [n for n in names if n.endswith(PICKLE_SUFFIXES)]
+        why = f"only pickled weights ({', '.join(sorted(pickles))}); onepass loads safetensors only" if pickles else "no *.safetensors weights"
+        raise ModelLoadError(path, why)
+    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer.model").is_file():
+        raise ModelLoadError(path, "no tokenizer (tokenizer.json or tokenizer.model)")
+
+
+def load_backbone(path: str | os.PathLike | None = None, *, device: str | None = None, dtype: str | None = None) -> Backbone:
+    """Load the checkpoint at ``path`` (default: the bundled small model)."""
+    from transformers import AutoTokenizer, Gemma4UnifiedForConditionalGeneration
+
+    path = Path(path) if path is not None else DEFAULT_MODEL_DIR
+    check_folder(path)
+    dev, dt = pick_device_dtype(device, dtype)
+    common = dict(local_files_only=True, trust_remote_code=False)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **common)
+        model = Gemma4UnifiedForConditionalGeneration.from_pretrained(
+            path, use_safetensors=True, dtype=dt, **common
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(path, f"cannot load: {exc}") from exc
+    model.to(dev).eval().requires_grad_(False)
+    template_file = path / "chat_template.jinja"
+    chat_template = template_file.read_text() if template_file.is_file() else tokenizer.chat_template
+    if not chat_template:
+        raise ModelLoadError(path, "no chat template (chat_template.jinja or in tokenizer_config.json)")
+    stop = set()
+    eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+    for e in (eos if isinstance(eos, list) else [eos]):
+        if e is not None:
+            stop.add(int(e))
+    turn_end = tokenizer.convert_tokens_to_ids("<turn|>")
+    if isinstance(turn_end, int) and turn_end != tokenizer.unk_token_id:
+        stop.add(turn_end)
+    return Backbone(path=path, model=model, tokenizer=tokenizer, chat_template=chat_template, device=dev, dtype=dt, stop_ids=tuple(sorted(stop)))

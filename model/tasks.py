@@ -1,0 +1,105 @@
+"""Task prompts, the output formats they ask for, and robust parsers back to typed records.
+
+Formats (times relative to the window start, as the frame stamps in the prompt are):
+- captions:   one line per scene, ``MM:SS MM:SS caption`` (first and last frame stamp it covers)
+              or ``MM:SS caption`` for one frame;
+- transcript: one line per utterance, ``MM:SS.d MM:SS.d words``.
+Parsers never raise: lines that do not parse degrade (a transcript without times becomes one
+segment over the window's span; a caption without stamps is used for every frame).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from onepass.operators.spans import Span, ms_to_clock
+
+from .records import Answer, Caption, Segment
+
+__all__ = ["Prompts", "parse_captions", "parse_transcript", "format_captions", "format_transcript", "make_answer"]
+
+
+@dataclass(frozen=True)
+class Prompts:
+    caption: str = "caption each frame with its time"
+    transcript: str = "transcribe the speech with start and end times"
+
+
+_CAPTION_LINE = re.compile(r"^\s*(\d{1,3})\s*:\s*(\d{2})(?:\s*(?:-|to|–)?\s*(\d{1,3})\s*:\s*(\d{2}))?\s*[-:]?\s*(.*?)\s*$")
+_TIME = r"(\d{1,3})\s*:\s*(\d{2})(?:\s*\.\s*(\d))?"
+_SEGMENT_LINE = re.compile(rf"^\s*\[?{_TIME}\s*(?:-->|-|to|–)?\s*{_TIME}\]?\s*[-:]?\s*(.*?)\s*$")
+
+
+def _sec(m: str, s: str) -> int:
+    return (int(m) * 60 + int(s)) * 1000
+
+
+def parse_captions(text: str, frame_ms: list[int], window: Span) -> list[Caption]:
+    """One caption per kept frame (``frame_ms`` absolute), from the model's caption lines."""
+    if not frame_ms:
+        return []
+    rows: list[tuple[int, int, str]] = []
+    loose: list[str] = []
+    for line in text.splitlines():
+        m = _CAPTION_LINE.match(line)
+        if m and m.group(5):
+            a = _sec(m.group(1), m.group(2))
+            b = _sec(m.group(3), m.group(4)) if m.group(3) else a
+            rows.append((min(a, b), max(a, b), m.group(5)))
+        elif line.strip():
+            loose.append(line.strip())
+    fallback = " ".join(loose)
+    captions = []
+    for k, t in enumerate(frame_ms):
+        rel = (t - window.start_ms) // 1000 * 1000  # the stamp the frame carried in the prompt
+        covering = [r for r in rows if r[0] <= rel <= r[1]]
+        earlier = [r for r in rows if r[0] <= rel]
+        caption = (covering[-1][2] if covering else earlier[-1][2] if earlier else fallback).strip()
+        if not caption:
+            continue
+        end = frame_ms[k + 1] if k + 1 < len(frame_ms) else max(window.end_ms, t + 1)
+        captions.append(Caption(span=Span(t, max(end, t + 1)), frame_ms=t, text=caption))
+    return captions
+
+
+def parse_transcript(text: str, window: Span) -> list[Segment]:
+    """Speech segments with absolute times; malformed output degrades to the window's span."""
+    segments, loose = [], []
+    for line in text.splitlines():
+        m = _SEGMENT_LINE.match(line)
+        if m and m.group(7):
+            g = m.groups()
+            a = _sec(g[0], g[1]) + int(g[2] or 0) * 100
+            b = _sec(g[3], g[4]) + int(g[5] or 0) * 100
+            span = Span(window.start_ms + min(a, b), window.start_ms + max(a, b)).clip(window)
+            if span.duration_ms == 0:
+                span = Span(span.start_ms, min(span.start_ms + 1000, window.end_ms)) if span.start_ms < window.end_ms else window
+            segments.append(Segment(span=span, text=m.group(7)))
+        elif line.strip():
+            loose.append(line.strip())
+    if loose and not segments:
+        segments.append(Segment(span=window, text=" ".join(loose)))
+    return segments
+
+
+def make_answer(text: str, question: str, window: Span) -> list[Answer]:
+    text = text.strip()
+    return [Answer(span=window, question=question, text=text)] if text else []
+
+
+def format_captions(scenes: list[tuple[int, int, str]]) -> str:
+    """Training target: [(first stamp ms, last stamp ms, caption)] relative to the window."""
+    lines = []
+    for a, b, caption in scenes:
+        lines.append(f"{ms_to_clock(a)} {caption}" if a == b else f"{ms_to_clock(a)} {ms_to_clock(b)} {caption}")
+    return "\n".join(lines)
+
+
+def _clock_d(t_ms: int) -> str:
+    return f"{ms_to_clock(t_ms)}.{(t_ms % 1000) // 100}"
+
+
+def format_transcript(utterances: list[tuple[int, int, str]]) -> str:
+    """Training target: [(start ms, end ms, words)] relative to the window."""
+    return "\n".join(f"{_clock_d(a)} {_clock_d(b)} {words}" for a, b, words in utterances)
