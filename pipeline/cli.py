@@ -1,0 +1,150 @@
+"""onepass command line: run, query, export."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .config import RunConfig
+
+_DEFAULTS = RunConfig(output=Path("out"))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """onepass: video folders and live streams -> queryable Parquet (captions, transcripts,
+    speaker turns) with one encoder-free multimodal transformer (Gemma 4 Unified)."""
+
+
+@main.command(epilog="""\b
+Examples:
+  onepass run examples/clips -o out
+  onepass run 'footage/**/*.mp4' -o out --ask "list visible defects"
+  onepass run clip.mp4 -o out --model /models/gemma-4-12B-it --tasks transcript,diarization
+  onepass run tcp://127.0.0.1:9000 -o out          (a live stream: rows every window)
+\b
+Exit status: 0 all inputs succeeded, 1 some failed (see the sources table), 2 usage error.""")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output folder (Parquet tables).")
+@click.option("--model", type=click.Path(path_type=Path), default=None, help="Local Hugging Face folder of a Gemma 4 Unified checkpoint (safetensors). Default: the bundled small model.")
+@click.option("--tasks", default=_DEFAULTS.tasks, show_default=True, help="Comma list of captions, transcript, diarization.")
+@click.option("--ask", "questions", multiple=True, help="A question answered for every window (repeatable).")
+@click.option("--fps", type=float, default=_DEFAULTS.fps, show_default=True, help="Frames kept per second.")
+@click.option("--budget", type=click.Choice(["70", "140", "280", "560", "1120"]), default=str(_DEFAULTS.budget), show_default=True, help="Soft tokens per frame.")
+@click.option("--window-s", type=int, default=_DEFAULTS.window_s, show_default=True, help="Window length in seconds (at most 30).")
+@click.option("--decode-mode", type=click.Choice(["fast", "exact"]), default=_DEFAULTS.decode_mode, show_default=True, help="fast skips unreferenced frames (kept frame may lag by <= 250 ms).")
+@click.option("--workers", type=int, default=_DEFAULTS.workers, show_default=True, help="Sources decoded at once.")
+@click.option("--batch", "batch_windows", type=int, default=_DEFAULTS.batch_windows, show_default=True, help="Windows per backbone batch.")
+@click.option("--address", default=None, help="Join an existing Ray cluster instead of starting a local one.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
+@click.option("--force", is_flag=True, help="Redo sources already committed.")
+def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_mode, workers, batch_windows, address, device, force):
+    """Process INPUTS (files, folders, globs, stream URLs, - for stdin) into OUTPUT."""
+    from tqdm import tqdm
+
+    from .run import build_pipeline
+
+    try:
+        cfg = RunConfig(output=output, model=model, tasks=tasks, questions=tuple(questions), fps=fps, budget=int(budget),
+                        window_s=window_s, decode_mode=decode_mode, workers=workers, batch_windows=batch_windows,
+                        address=address, device=device, force=force)
+        from onepass.model.analyse import TaskSet
+
+        TaskSet.parse(tasks, tuple(questions))
+        if model is not None:
+            from onepass.model.load import check_folder
+
+            check_folder(Path(model))
+    except Exception as exc:  # noqa: BLE001 - configuration errors stop before any worker starts
+        raise click.UsageError(str(exc)) from exc
+    bar = tqdm(desc="windows", unit="win", file=sys.stderr, disable=None)
+    summary = build_pipeline(cfg).run(list(inputs), progress=bar.update)
+    bar.close()
+    click.echo(f"{'source':48s} status")
+    for sid in summary.ok:
+        click.echo(f"{sid:48s} ok")
+    for sid in summary.skipped:
+        click.echo(f"{sid:48s} skipped (already done; --force to redo)")
+    for loc, why in summary.failed:
+        click.echo(f"{str(loc)[:48]:48s} FAILED: {why}")
+    if summary.throughput:
+        click.echo(f"backbone: {summary.throughput}")
+    click.echo(f"results: {output}/sources/*/<table>.parquet  (query: onepass query {output} \"SELECT ...\")")
+    sys.exit(summary.exit_code)
+
+
+def _connect(output: Path):
+    import duckdb
+
+    from .writers import TABLES, table_glob
+
+    con = duckdb.connect(":memory:")
+    for table in TABLES:
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{table_glob(output, table)}', union_by_name=true)")
+    return con
+
+
+@main.command(epilog="""\b
+Tables: sources, captions, transcripts, speakers, answers.
+Example:
+  onepass query out "SELECT source_id, start_ms, text FROM transcripts WHERE text LIKE '%corrosion%'"
+  onepass query out "SELECT * FROM captions" -o captions.csv""")
+@click.argument("output", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("sql")
+@click.option("-o", "--out-file", type=click.Path(path_type=Path), default=None, help="Write .csv or .parquet instead of printing.")
+def query(output, sql, out_file):
+    """Run SQL (DuckDB) over the results in OUTPUT. The results are only read."""
+    con = _connect(output)
+    try:
+        rel = con.sql(sql)
+    except Exception as exc:  # noqa: BLE001
+        raise click.UsageError(f"query failed: {exc}") from exc
+    if out_file is None:
+        click.echo(_format_table(rel.columns, rel.fetchall()))
+    elif out_file.suffix == ".parquet":
+        rel.write_parquet(str(out_file))
+    else:
+        rel.write_csv(str(out_file))
+
+
+def _format_table(columns: list[str], rows: list[tuple], max_width: int = 60) -> str:
+    cells = [[("" if v is None else str(v))[:max_width] for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
+    out = [line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out)
+
+
+@main.command()
+@click.argument("output", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["srt", "vtt", "rttm"]), required=True)
+@click.option("--source", "source_id", default=None, help="Only this source id (default: every source, one file each).")
+@click.option("-o", "--out-dir", type=click.Path(path_type=Path), default=None, help="Folder for the files (default: OUTPUT/export).")
+def export(output, fmt, source_id, out_dir):
+    """Subtitles (SRT, WebVTT with speaker voice tags) from transcripts, or RTTM from speaker turns."""
+    from .writers import WRITERS
+
+    con = _connect(output)
+    table = "speakers" if fmt == "rttm" else "transcripts"
+    ids = [r[0] for r in con.execute("SELECT source_id FROM sources WHERE status = 'ok' ORDER BY source_id").fetchall()]
+    if source_id is not None:
+        if source_id not in ids:
+            raise click.UsageError(f"no committed source {source_id!r}")
+        ids = [source_id]
+    out_dir = out_dir or output / "export"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for sid in ids:
+        cur = con.execute(f"SELECT * FROM {table} WHERE source_id = ? ORDER BY start_ms", [sid])
+        cols = [d[0] for d in cur.description]
+        rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        path = out_dir / f"{sid}.{WRITERS[fmt].extension}"
+        with open(path, "w", encoding="utf-8") as f:
+            WRITERS[fmt].write(rows, f)
+        click.echo(str(path))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Every default of a run, held once. The CLI fills a RunConfig; nothing else repeats a default."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+MEDIA_EXTENSIONS = frozenset(
+    ".mp4 .mkv .mov .avi .webm .m4v .mpg .mpeg .ts .mts .m2ts .flv .wmv .3gp .ogv "
+    ".wav .mp3 .m4a .aac .flac .ogg .opus .wma".split()
+)
+STREAM_SCHEMES = ("rtsp://", "rtmp://", "tcp://", "udp://", "srt://", "http://", "https://", "pipe:")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    output: Path
+    model: Path | None = None  # None: the bundled default model
+    tasks: str = "captions,transcript,diarization"
+    questions: tuple[str, ...] = ()
+    fps: float = 1.0
+    budget: int = 70  # soft tokens per frame (70, 140, 280, 560, 1120)
+    window_s: int = 30  # never more than 30 s of audio per window
+    decode_mode: str = "fast"
+    workers: int = 2  # sources decoded at once
+    batch_windows: int = 4  # windows per backbone batch
+    max_new_tokens: int = 256
+    address: str | None = None  # join an existing Ray cluster
+    force: bool = False
+    device: str | None = None
+    dtype: str | None = None
+    num_speakers: int | None = None
+    source_timeout_s: float = 3600.0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not 1 <= self.window_s <= 30:
+            raise ValueError(f"--window-s must be 1..30 (the model takes at most 30 s of audio), got {self.window_s}")
+        if self.budget not in (70, 140, 280, 560, 1120):
+            raise ValueError(f"--budget must be one of 70, 140, 280, 560, 1120, got {self.budget}")
+        if not 0 < self.fps <= 30:
+            raise ValueError(f"--fps must be in (0, 30], got {self.fps}")
+
+    def fingerprint(self) -> str:
+        """What changes a source's rows: a rerun with another fingerprint redoes the source."""
+        keys = ("model", "tasks", "questions", "fps", "budget", "window_s", "decode_mode", "max_new_tokens", "num_speakers")
+        d = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items() if k in keys}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]

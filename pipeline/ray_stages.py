@@ -1,0 +1,95 @@
+"""The one module that imports Ray: starts it, and wraps the operators and the backbone as
+remote stages. Everything it calls is plain Python that runs (and is tested) without Ray."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+
+def local_ray_env() -> None:
+    """Token authentication for a local Ray, set before Ray is imported (it reads these once)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        # a fresh secret per local cluster, handed to our own processes through the environment
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+local_ray_env()
+
+import ray  # noqa: E402
+
+from onepass.operators.decode import DecodeError, MediaReader
+
+from .config import RunConfig
+from .sources import Source
+from .windows import iter_windows
+
+__all__ = ["start_ray", "decode_source", "BackboneActor"]
+
+
+def start_ray(address: str | None, num_cpus: int | None = None) -> None:
+    """Join ``address``, or start a local Ray on 127.0.0.1 with no dashboard, no job API, no
+    client server, and token authentication on (its gRPC servers listen on all interfaces:
+    the token is what protects them)."""
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+        return
+    ray.init(
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        num_cpus=num_cpus,
+        log_to_driver=False,
+        configure_logging=False,
+        runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}},
+    )
+
+
+@ray.remote(num_cpus=1, max_retries=0)
+def decode_source(source: Source, cfg: RunConfig):
+    """Streams ('info', dict), then ('window', Window)..., then ('end', stats) or ('error', reason)."""
+    try:
+        with MediaReader(source.location, fps=cfg.fps, mode=cfg.decode_mode) as media:
+            info = media.info
+            yield ("info", {
+                "size_bytes": info.size_bytes, "duration_ms": info.duration_ms, "start_offset_ms": info.start_ms,
+                "container": info.container, "video_codec": info.video_codec, "audio_codec": info.audio_codec,
+                "width": info.width, "height": info.height, "fps": info.avg_fps,
+                "sample_rate_hz": info.sample_rate_hz, "channels": info.channels,
+            })
+            for window in iter_windows(media, source.id, window_s=cfg.window_s, budget=cfg.budget):
+                yield ("window", window)
+            yield ("end", {"corrupt_packets": media.stats.corrupt_packets, "errors": media.stats.errors})
+    except DecodeError as exc:
+        yield ("error", exc.reason)
+    except Exception as exc:  # noqa: BLE001 - any other failure is this source's, not the run's
+        yield ("error", f"{type(exc).__name__}: {exc}")
+
+
+@ray.remote(max_restarts=2, max_task_retries=2)
+class BackboneActor:
+    """One per device, shared by all sources: batches windows through the runner."""
+
+    def __init__(self, cfg: RunConfig):
+        import torch
+
+        from onepass.model.load import load_backbone
+        from onepass.model.runner import Runner
+
+        torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+        self.backbone = load_backbone(cfg.model, device=cfg.device, dtype=cfg.dtype)
+        self.runner = Runner(self.backbone, max_new_tokens=cfg.max_new_tokens)
+        from onepass.model.analyse import TaskSet
+
+        self.tasks = TaskSet.parse(cfg.tasks, cfg.questions)
+
+    def analyse(self, *windows):
+        from onepass.model.analyse import analyse
+
+        return analyse(self.runner, list(windows), self.tasks)
+
+    def throughput(self) -> str:
+        return self.runner.stats.line()

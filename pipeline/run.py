@@ -1,0 +1,181 @@
+"""build_pipeline(config) -> Pipeline; Pipeline.run(inputs) -> summary. Reads top to bottom:
+
+1. expand inputs into sources; skip those already committed with the same content and config;
+2. decode each source in a Ray task (at most ``workers`` at once) that streams windows;
+3. a bounded queue feeds windows from all sources to ONE backbone actor in batches;
+4. when a source's last window is back, link its speakers and commit its folder atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from onepass.model.records import WindowResult
+from onepass.model.speakers import assign_speakers, label_segments
+
+from .config import RunConfig
+from .sources import Source, content_fingerprint, expand_inputs
+from .writers import commit_source, read_committed
+
+__all__ = ["build_pipeline", "Pipeline", "RunSummary"]
+
+
+@dataclass
+class SourceState:
+    source: Source
+    info: dict = field(default_factory=dict)
+    windows_sent: int = 0
+    results: list[WindowResult] = field(default_factory=list)
+    decode_done: bool = False
+    error: str | None = None
+    end_stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunSummary:
+    ok: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    throughput: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+def build_pipeline(cfg: RunConfig) -> Pipeline:
+    return Pipeline(cfg)
+
+
+class Pipeline:
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.config_fp = cfg.fingerprint()
+
+    # -- 1. sources ------------------------------------------------------------------------------
+    def plan(self, inputs: list[str]) -> tuple[list[Source], list[Source], list[tuple[str, str]]]:
+        sources, problems = expand_inputs(inputs)
+        todo, skip = [], []
+        for s in sources:
+            row = None if (self.cfg.force or s.is_stream) else read_committed(self.cfg.output, s.id)
+            if row and row["status"] == "ok" and row["config_fingerprint"] == self.config_fp \
+                    and row["content_fingerprint"] == content_fingerprint(s.location):
+                skip.append(s)
+            else:
+                todo.append(s)
+        return todo, skip, problems
+
+    def run(self, inputs: list[str], progress=None) -> RunSummary:
+        from .ray_stages import BackboneActor, decode_source, start_ray
+
+        todo, skip, problems = self.plan(inputs)
+        summary = RunSummary(skipped=[s.id for s in skip], failed=list(problems))
+        if not todo:
+            return summary
+        start_ray(self.cfg.address)
+        backbone = BackboneActor.remote(self.cfg)
+        feed: queue.Queue = queue.Queue(maxsize=max(2, 2 * self.cfg.batch_windows))  # backpressure
+        states = {s.id: SourceState(s) for s in todo}
+        slots = threading.Semaphore(self.cfg.workers)
+
+        # -- 2. decode: one thread per source drives its Ray generator task ----------------------
+        def drive(state: SourceState):
+            with slots:
+                try:
+                    for ref in decode_source.remote(state.source, self.cfg):
+                        kind, payload = ref_get(ref)
+                        feed.put((kind, state.source.id, payload))
+                except Exception as exc:  # noqa: BLE001 - the worker died (e.g. a crash inside FFmpeg)
+                    feed.put(("error", state.source.id, f"decode worker failed: {type(exc).__name__}: {exc}"))
+                feed.put(("done", state.source.id, None))
+
+        threads = [threading.Thread(target=drive, args=(st,), daemon=True) for st in states.values()]
+        for t in threads:
+            t.start()
+
+        # -- 3. batch windows from all sources into the backbone ---------------------------------
+        pending: list = []
+        open_sources = set(states)
+        while open_sources:
+            try:
+                kind, sid, payload = feed.get(timeout=0.2 if pending else None)
+            except queue.Empty:
+                kind = None
+            if kind is not None:
+                st = states[sid]
+                if kind == "info":
+                    st.info = payload
+                elif kind == "window":
+                    pending.append(payload)
+                    st.windows_sent += 1
+                elif kind == "end":
+                    st.end_stats = payload
+                elif kind == "error":
+                    st.error = payload
+                elif kind == "done":
+                    st.decode_done = True
+            if pending and (kind is None or len(pending) >= self.cfg.batch_windows or kind == "done"):
+                self._analyse(backbone, pending, states)
+                if progress:
+                    progress(len(pending))
+                pending = []
+            # -- 4. commit finished sources ---------------------------------------------------------
+            for sid in list(open_sources):
+                st = states[sid]
+                if st.decode_done and not pending and len(st.results) >= st.windows_sent:
+                    self._commit(st, summary)
+                    open_sources.discard(sid)
+        for t in threads:
+            t.join(timeout=5)
+        summary.throughput = ref_get(backbone.throughput.remote())
+        return summary
+
+    def _analyse(self, backbone, windows, states) -> None:
+        results = ref_get(backbone.analyse.remote(*windows))
+        for r in results:
+            states[r.source_id].results.append(r)
+
+    def _commit(self, st: SourceState, summary: RunSummary) -> None:
+        sid, cfg = st.source.id, self.cfg
+        rows: dict[str, list[dict]] = defaultdict(list)
+        results = sorted(st.results, key=lambda r: r.span)
+        if st.error is None:
+            turns = assign_speakers([r for res in results for r in res.speech], num_speakers=cfg.num_speakers) \
+                if "diarization" in cfg.tasks else []
+            for res in results:
+                for c in res.captions:
+                    rows["captions"].append(dict(source_id=sid, start_ms=c.span.start_ms, end_ms=c.span.end_ms, frame_ms=c.frame_ms, text=c.text))
+                for s in label_segments(list(res.segments), turns):
+                    rows["transcripts"].append(dict(source_id=sid, start_ms=s.span.start_ms, end_ms=s.span.end_ms, speaker=s.speaker, text=s.text))
+                for a in res.answers:
+                    rows["answers"].append(dict(source_id=sid, start_ms=a.span.start_ms, end_ms=a.span.end_ms, question=a.question, text=a.text))
+            for t in turns:
+                rows["speakers"].append(dict(source_id=sid, start_ms=t.span.start_ms, end_ms=t.span.end_ms, speaker=t.speaker))
+        info = st.info
+        rows["sources"] = [dict(
+            source_id=sid, path=st.source.location, size_bytes=info.get("size_bytes"), duration_ms=info.get("duration_ms"),
+            start_offset_ms=info.get("start_offset_ms"), container=info.get("container"), video_codec=info.get("video_codec"),
+            audio_codec=info.get("audio_codec"), width=info.get("width"), height=info.get("height"), fps=info.get("fps"),
+            sample_rate_hz=info.get("sample_rate_hz"), channels=info.get("channels"),
+            status="error" if st.error else "ok", error=st.error, windows=len(results),
+            corrupt_packets=st.end_stats.get("corrupt_packets", 0),
+            content_fingerprint=content_fingerprint(st.source.location) if not st.source.is_stream else None,
+            config_fingerprint=self.config_fp, model=str(cfg.model or "default"),
+            processed_at=dt.datetime.now(dt.timezone.utc),
+        )]
+        commit_source(cfg.output, sid, rows)
+        if st.error:
+            summary.failed.append((st.source.location, st.error))
+        else:
+            summary.ok.append(sid)
+
+
+def ref_get(ref):
+    import ray
+
+    return ray.get(ref)

@@ -1,0 +1,135 @@
+"""Results on disk: one folder per source, committed atomically, one glob per table.
+
+    OUT/sources/<source_id>/source.parquet        1 row  (id, path, size, duration_ms, codecs, fps, status, error, ...)
+    OUT/sources/<source_id>/captions.parquet      (source_id, start_ms, end_ms, frame_ms, text)
+    OUT/sources/<source_id>/transcripts.parquet   (source_id, start_ms, end_ms, speaker, text)
+    OUT/sources/<source_id>/speakers.parquet      (source_id, start_ms, end_ms, speaker)
+    OUT/sources/<source_id>/answers.parquet       (source_id, start_ms, end_ms, question, text)
+
+A source's folder is written under a temporary name beside its target and renamed into place,
+so a reader sees all of a source's rows or none; every table file exists (maybe empty) so
+``read_parquet('OUT/sources/*/captions.parquet')`` always works. Subtitle writers (SRT, WebVTT,
+RTTM) share one small interface: ``extension`` and ``write(rows, file)``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["SCHEMAS", "TABLES", "commit_source", "read_committed", "WRITERS"]
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "sources": pa.schema([
+        ("source_id", pa.string()), ("path", pa.string()), ("size_bytes", pa.int64()),
+        ("duration_ms", pa.int64()), ("start_offset_ms", pa.int64()), ("container", pa.string()),
+        ("video_codec", pa.string()), ("audio_codec", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+        ("fps", pa.float64()), ("sample_rate_hz", pa.int32()), ("channels", pa.int32()),
+        ("status", pa.string()), ("error", pa.string()), ("windows", pa.int32()),
+        ("corrupt_packets", pa.int64()), ("content_fingerprint", pa.string()), ("config_fingerprint", pa.string()),
+        ("model", pa.string()), ("processed_at", pa.timestamp("ms", tz="UTC")),
+    ]),
+    "captions": pa.schema([("source_id", pa.string()), ("start_ms", pa.int64()), ("end_ms", pa.int64()),
+                           ("frame_ms", pa.int64()), ("text", pa.string())]),
+    "transcripts": pa.schema([("source_id", pa.string()), ("start_ms", pa.int64()), ("end_ms", pa.int64()),
+                              ("speaker", pa.string()), ("text", pa.string())]),
+    "speakers": pa.schema([("source_id", pa.string()), ("start_ms", pa.int64()), ("end_ms", pa.int64()),
+                           ("speaker", pa.string())]),
+    "answers": pa.schema([("source_id", pa.string()), ("start_ms", pa.int64()), ("end_ms", pa.int64()),
+                          ("question", pa.string()), ("text", pa.string())]),
+}
+TABLES = tuple(SCHEMAS)
+FILE_OF = {"sources": "source.parquet", **{t: f"{t}.parquet" for t in TABLES if t != "sources"}}
+
+
+def table_glob(out: Path, table: str) -> str:
+    return str(Path(out) / "sources" / "*" / FILE_OF[table])
+
+
+def commit_source(out: Path, source_id: str, rows: dict[str, list[dict]]) -> Path:
+    """Write every table of one source beside its final folder, then rename it into place."""
+    if "/" in source_id or source_id in ("", ".", "..") or source_id.startswith("."):
+        raise ValueError(f"unsafe source id {source_id!r}")
+    root = Path(out) / "sources"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / source_id
+    tmp = root / f".{source_id}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()
+    try:
+        for table, schema in SCHEMAS.items():
+            pq.write_table(pa.Table.from_pylist(rows.get(table, []), schema=schema), tmp / FILE_OF[table])
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():  # --force or a config change: swap the old folder out
+            old = root / f".{source_id}.{uuid.uuid4().hex[:8]}.old"
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def read_committed(out: Path, source_id: str) -> dict | None:
+    """The committed `sources` row of a source, or None."""
+    f = Path(out) / "sources" / source_id / FILE_OF["sources"]
+    if not f.is_file():
+        return None
+    rows = pq.read_table(f).to_pylist()
+    return rows[0] if rows else None
+
+
+# -- subtitle / RTTM writers --------------------------------------------------------------------
+def _clock(ms: int, sep: str) -> str:
+    h, rem = divmod(int(ms), 3_600_000)
+    m, rem = divmod(rem, 60_000)
+    s, ms = divmod(rem, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+class SubtitleWriter:
+    extension = ""
+
+    def write(self, rows: list[dict], file) -> None:
+        raise NotImplementedError
+
+
+class SRTWriter(SubtitleWriter):
+    extension = "srt"
+
+    def write(self, rows, file):
+        for i, r in enumerate(rows, 1):
+            who = f"[{r['speaker']}] " if r.get("speaker") else ""
+            file.write(f"{i}\n{_clock(r['start_ms'], ',')} --> {_clock(r['end_ms'], ',')}\n{who}{r['text']}\n\n")
+
+
+class VTTWriter(SubtitleWriter):
+    extension = "vtt"
+
+    def write(self, rows, file):
+        file.write("WEBVTT\n\n")
+        for r in rows:
+            text = r["text"].replace("<", "&lt;").replace(">", "&gt;")
+            voice = f"<v {r['speaker']}>" if r.get("speaker") else ""
+            file.write(f"{_clock(r['start_ms'], '.')} --> {_clock(r['end_ms'], '.')}\n{voice}{text}\n\n")
+
+
+class RTTMWriter(SubtitleWriter):
+    extension = "rttm"
+
+    def write(self, rows, file):
+        for r in rows:
+            dur = (r["end_ms"] - r["start_ms"]) / 1000
+            file.write(f"SPEAKER {r['source_id']} 1 {r['start_ms'] / 1000:.3f} {dur:.3f} <NA> <NA> {r['speaker']} <NA> <NA>\n")
+
+
+WRITERS: dict[str, SubtitleWriter] = {w.extension: w for w in (SRTWriter(), VTTWriter(), RTTMWriter())}

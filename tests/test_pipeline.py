@@ -1,0 +1,92 @@
+"""End to end under local Ray: run, query, export, resume, bad input."""
+
+import re
+from fractions import Fraction
+
+import duckdb
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from onepass.pipeline.cli import main
+from synth import espeak, write_clip
+
+
+@pytest.fixture(scope="module")
+def run_once(tmp_path_factory, fixtures_dir):
+    src = tmp_path_factory.mktemp("in")
+    speech = np.concatenate([np.zeros(8000, np.float32), espeak("valve number seven shows corrosion", "en-us+m3", 35, 160),
+                             np.zeros(16000, np.float32), espeak("tighten the loose flange", "en-gb+f4", 75, 170)])
+    speech = np.concatenate([speech, np.zeros(16000 * 12 - speech.size, np.float32)])
+    write_clip(src / "good clip.mp4", [40 * i for i in range(300)], Fraction(1, 1000), audio=speech)
+    (src / "sub").mkdir()
+    (src / "sub" / "broken.mp4").write_bytes(b"this is not a video")
+    out = tmp_path_factory.mktemp("out")
+    model = str(fixtures_dir / "tiny-gemma4-unified")
+    args = ["run", str(src), "-o", str(out), "--model", model, "--window-s", "5", "--ask", "what is visible"]
+    first = CliRunner().invoke(main, args)
+    second = CliRunner().invoke(main, args)
+    yield out, first, second, args
+    import ray
+
+    ray.shutdown()
+
+
+def test_exit_code_and_error_row(run_once):
+    out, first, _, _ = run_once
+    assert first.exit_code == 1, first.output
+    con = duckdb.connect()
+    rows = con.execute(f"SELECT path, status, error, windows FROM read_parquet('{out}/sources/*/source.parquet') ORDER BY path").fetchall()
+    assert [r[1] for r in rows] == ["ok", "error"]
+    assert rows[0][3] == 3 and "broken.mp4" in rows[1][0] and rows[1][2]
+
+
+def test_tables_read_with_one_glob_each(run_once):
+    out, *_ = run_once
+    con = duckdb.connect()
+    n_captions = con.execute(f"SELECT count(*) FROM read_parquet('{out}/sources/*/captions.parquet')").fetchone()[0]
+    assert n_captions == 12  # one per kept frame
+    frames = con.execute(f"SELECT frame_ms FROM read_parquet('{out}/sources/*/captions.parquet') ORDER BY 1").fetchall()
+    assert [f[0] for f in frames] == list(range(0, 12000, 1000))
+    answers = con.execute(f"SELECT count(*), min(question) FROM read_parquet('{out}/sources/*/answers.parquet')").fetchone()
+    assert answers[1] == "what is visible"
+    turns = con.execute(f"SELECT start_ms, end_ms, speaker FROM read_parquet('{out}/sources/*/speakers.parquet') ORDER BY 1").fetchall()
+    assert len(turns) >= 2 and turns[0][0] < 1000 and turns[0][2] == "S1"
+
+
+def test_query_command(run_once):
+    out, *_ = run_once
+    res = CliRunner().invoke(main, ["query", str(out), "SELECT count(*) AS n FROM captions"])
+    assert res.exit_code == 0 and re.search(r"^12$", res.output, re.M), res.output
+    res = CliRunner().invoke(main, ["query", str(out), "SELEC nonsense"])
+    assert res.exit_code == 2
+
+
+def test_exports_parse_back(run_once):
+    out, *_ = run_once
+    for fmt in ("srt", "vtt", "rttm"):
+        res = CliRunner().invoke(main, ["export", str(out), "--format", fmt])
+        assert res.exit_code == 0, res.output
+    vtt = next((out / "export").glob("*.vtt")).read_text()
+    assert vtt.startswith("WEBVTT")
+    cues = re.findall(r"(\d\d):(\d\d):(\d\d)\.(\d{3}) --> (\d\d):(\d\d):(\d\d)\.(\d{3})", vtt)
+    assert cues and all(tuple(map(int, c[:4])) <= tuple(map(int, c[4:])) for c in cues)
+    srt = next((out / "export").glob("*.srt")).read_text()
+    assert re.search(r"^1\n00:00:0\d,\d{3} --> ", srt, re.M)
+    rttm = next((out / "export").glob("*.rttm")).read_text().splitlines()
+    fields = rttm[0].split()
+    assert fields[0] == "SPEAKER" and float(fields[3]) >= 0 and float(fields[4]) > 0 and fields[7].startswith("S")
+
+
+def test_rerun_skips_committed_sources_and_retries_failed(run_once):
+    _, _, second, _ = run_once
+    assert "skipped" in second.output and second.exit_code == 1  # the broken file is retried and fails again
+
+
+def test_usage_errors_exit_2(tmp_path):
+    res = CliRunner().invoke(main, ["run", "x.mp4", "-o", str(tmp_path), "--window-s", "60"])
+    assert res.exit_code == 2 and "30" in res.output
+    res = CliRunner().invoke(main, ["run", "x.mp4", "-o", str(tmp_path), "--tasks", "dance"])
+    assert res.exit_code == 2
+    res = CliRunner().invoke(main, ["run", "--help"])
+    assert "Examples" in res.output
