@@ -4,7 +4,7 @@ Formats (times relative to the window start, as the frame stamps in the prompt a
 - captions:   one line per scene, ``MM:SS MM:SS caption`` (first and last frame stamp it covers)
               or ``MM:SS caption`` for one frame;
 - transcript: one line per utterance, ``MM:SS.d MM:SS.d words``.
-Parsers never raise: lines that do not parse degrade (a transcript without times becomes one
+Parsers never raise: output that does not parse degrades (a transcript without times becomes one
 segment over the window's span; a caption without stamps is used for every frame).
 """
 
@@ -26,30 +26,43 @@ class Prompts:
     transcript: str = "transcribe the speech with start and end times"
 
 
-_CAPTION_LINE = re.compile(r"^\s*(\d{1,3})\s*:\s*(\d{2})(?:\s*(?:-|to|–)?\s*(\d{1,3})\s*:\s*(\d{2}))?\s*[-:]?\s*(.*?)\s*$")
-_TIME = r"(\d{1,3})\s*:\s*(\d{2})(?:\s*\.\s*(\d))?"
-_SEGMENT_LINE = re.compile(rf"^\s*\[?{_TIME}\s*(?:-->|-|to|–)?\s*{_TIME}\]?\s*[-:]?\s*(.*?)\s*$")
+_CLOCK = r"(\d{1,3})\s*:\s*(\d{2})"
+_CLOCK_D = r"(\d{1,3})\s*:\s*(\d{2})(?:\s*\.\s*(\d))?"
+_SEP = r"\s*(?:-->|-|to|–)?\s*"
+# A caption entry is one stamp or a stamp range; a transcript entry is a start and an end time.
+# Entries are found anywhere (not only at line starts): word-level tokenizers decode without newlines.
+_CAPTION_STAMP = re.compile(rf"\[?{_CLOCK}(?:{_SEP}{_CLOCK})?\]?")
+_SEGMENT_STAMP = re.compile(rf"\[?{_CLOCK_D}{_SEP}{_CLOCK_D}\]?")
 
 
 def _sec(m: str, s: str) -> int:
     return (int(m) * 60 + int(s)) * 1000
 
 
+def _entries(pattern: re.Pattern, text: str) -> tuple[list[tuple[re.Match, str]], str]:
+    """(stamp match, text up to the next stamp) for every stamp, and any text before the first."""
+    matches = list(pattern.finditer(text))
+    entries = []
+    for m, nxt in zip(matches, matches[1:] + [None]):
+        body = text[m.end() : nxt.start() if nxt else len(text)]
+        entries.append((m, body.strip(" \t\n:-–,;")))
+    head = text[: matches[0].start()] if matches else text
+    return entries, head.strip()
+
+
 def parse_captions(text: str, frame_ms: list[int], window: Span) -> list[Caption]:
-    """One caption per kept frame (``frame_ms`` absolute), from the model's caption lines."""
+    """One caption per kept frame (``frame_ms`` absolute), from the model's caption entries."""
     if not frame_ms:
         return []
+    entries, head = _entries(_CAPTION_STAMP, text)
     rows: list[tuple[int, int, str]] = []
-    loose: list[str] = []
-    for line in text.splitlines():
-        m = _CAPTION_LINE.match(line)
-        if m and m.group(5):
-            a = _sec(m.group(1), m.group(2))
-            b = _sec(m.group(3), m.group(4)) if m.group(3) else a
-            rows.append((min(a, b), max(a, b), m.group(5)))
-        elif line.strip():
-            loose.append(line.strip())
-    fallback = " ".join(loose)
+    for m, body in entries:
+        if not body:
+            continue
+        a = _sec(m.group(1), m.group(2))
+        b = _sec(m.group(3), m.group(4)) if m.group(3) else a
+        rows.append((min(a, b), max(a, b), " ".join(body.split())))
+    fallback = " ".join(head.split()) if not rows else ""
     captions = []
     for k, t in enumerate(frame_ms):
         rel = (t - window.start_ms) // 1000 * 1000  # the stamp the frame carried in the prompt
@@ -65,21 +78,20 @@ def parse_captions(text: str, frame_ms: list[int], window: Span) -> list[Caption
 
 def parse_transcript(text: str, window: Span) -> list[Segment]:
     """Speech segments with absolute times; malformed output degrades to the window's span."""
-    segments, loose = [], []
-    for line in text.splitlines():
-        m = _SEGMENT_LINE.match(line)
-        if m and m.group(7):
-            g = m.groups()
-            a = _sec(g[0], g[1]) + int(g[2] or 0) * 100
-            b = _sec(g[3], g[4]) + int(g[5] or 0) * 100
-            span = Span(window.start_ms + min(a, b), window.start_ms + max(a, b)).clip(window)
-            if span.duration_ms == 0:
-                span = Span(span.start_ms, min(span.start_ms + 1000, window.end_ms)) if span.start_ms < window.end_ms else window
-            segments.append(Segment(span=span, text=m.group(7)))
-        elif line.strip():
-            loose.append(line.strip())
-    if loose and not segments:
-        segments.append(Segment(span=window, text=" ".join(loose)))
+    entries, head = _entries(_SEGMENT_STAMP, text)
+    segments = []
+    for m, body in entries:
+        if not body:
+            continue
+        g = m.groups()
+        a = _sec(g[0], g[1]) + int(g[2] or 0) * 100
+        b = _sec(g[3], g[4]) + int(g[5] or 0) * 100
+        span = Span(window.start_ms + min(a, b), window.start_ms + max(a, b)).clip(window)
+        if span.duration_ms == 0:
+            span = Span(span.start_ms, min(span.start_ms + 1000, window.end_ms)) if span.start_ms < window.end_ms else window
+        segments.append(Segment(span=span, text=" ".join(body.split())))
+    if not segments and head:
+        segments.append(Segment(span=window, text=" ".join(head.split())))
     return segments
 
 
