@@ -146,5 +146,26 @@ def export(output, fmt, source_id, out_dir):
         click.echo(str(path))
 
 
+@main.command(name="evaluate")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("runs/eval"), show_default=True)
+@click.option("--model", type=click.Path(path_type=Path), default=None, help="Checkpoint folder (default: the bundled model).")
+@click.option("--clips", "n_clips", type=int, default=20, show_default=True, help="Held-out clips to generate.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--speech-dir", type=click.Path(path_type=Path), default=None, help="Also score real recordings (*.wav + *.txt).")
+@click.option("--window-s", type=int, default=_DEFAULTS.window_s, show_default=True)
+def evaluate_cmd(output, model, n_clips, seed, speech_dir, window_s):
+    """Measure the model on freshly generated held-out clips of the default model's domain:
+    WER, DER (0.25 s collar), exact-caption share, median boundary error."""
+    import json
+
+    from .evaluate import evaluate, make_heldout_clips
+
+    clips = make_heldout_clips(output / "clips", n_clips, seed)
+    cfg = RunConfig(output=output / "out", model=model, window_s=window_s, force=True)
+    report = evaluate(cfg, clips, speech_dir)
+    (output / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    click.echo(json.dumps(report, indent=1, default=str))
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,82 @@
+"""Backbone runner throughput on CPU with the default model (or --model).
+
+    python benchmarks/bench_runner_cpu.py [--windows 4] [--runs 3] [--model PATH]
+
+Each window is 30 s of the default model's domain (30 frames x 66 tokens + 750 audio tokens).
+Runs captions + transcript per window (a) as onepass does it: the media prefilled once, each
+task decoded from a fork of that cache, windows batched; (b) the baseline: each task prefilled
+from scratch, one window at a time. Prints medians and the ratio (b)/(a).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from onepass.model.load import load_backbone
+from onepass.model.runner import Runner, Window
+from onepass.model.tasks import Prompts
+from onepass.model.train import make_sample
+from onepass.operators.patchify import Patches
+from onepass.operators.spans import Span
+
+
+def windows(runner, n: int, seed: int = 7) -> list[Window]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        s = make_sample(rng, runner.prompts, task="captions", window_s=(30, 30))
+        pats = tuple(Patches(p.astype(np.float32) / np.float32(255), pos, int((pos[:, 0] >= 0).sum()), (0, 0))
+                     for p, pos in zip(s["pix"], s["pos"]))
+        out.append(Window(f"w{i}", Span(0, 30000), tuple(s["stamps"]), pats, s["audio"], 0))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--windows", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--max-new-tokens", type=int, default=160)
+    args = ap.parse_args()
+    bb = load_backbone(args.model, device="cpu")
+    runner = Runner(bb, max_new_tokens=args.max_new_tokens)
+    ws = windows(runner, args.windows)
+    tasks = [Prompts().caption, Prompts().transcript]
+    print(f"model {bb.path.name}: {sum(p.numel() for p in bb.model.parameters()) / 1e6:.1f} M params, "
+          f"{torch.get_num_threads()} threads; {len(ws)} windows x 30 s, tasks: captions + transcript")
+
+    def ours():
+        for i in range(0, len(ws), args.batch):
+            runner.generate(ws[i : i + args.batch], tasks)
+
+    def baseline():
+        for w in ws:
+            for t in tasks:
+                runner.generate([w], [t])
+
+    results = {}
+    for name, fn in (("onepass (shared prefill, batched)", ours), ("baseline (prefill per task, batch 1)", baseline)):
+        times = []
+        for _ in range(args.runs):
+            runner.stats = type(runner.stats)()
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        med = statistics.median(times)
+        results[name] = med
+        st = runner.stats
+        print(f"{name:38s} median {med:6.2f} s  ({[round(t, 2) for t in times]}): {len(ws) / med:.2f} windows/s, "
+              f"{len(ws) * 30 / med:.1f}x real time; last run prefill {st.prefill_tokens / med:.0f} tok/s, "
+              f"decode {st.generated_tokens / med:.1f} tok/s")
+    a, b = results.values()
+    print(f"baseline / onepass = {b / a:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
