@@ -146,6 +146,23 @@ def export(output, fmt, source_id, out_dir):
         click.echo(str(path))
 
 
+@main.command(epilog="""\b
+Example:
+  onepass run examples/clips -o out && onepass report out -o out/report && chromium out/report/index.html""")
+@click.argument("output", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--source", "source_id", default=None, help="Only this source id.")
+@click.option("-o", "--out-dir", type=click.Path(path_type=Path), default=None, help="Folder for the pages (default: OUTPUT/report).")
+def report(output, source_id, out_dir):
+    """Self-contained HTML pages: frames with captions, transcript by speaker, speaker timeline, answers."""
+    from .report import write_reports
+
+    try:
+        pages = write_reports(output, out_dir or output / "report", source_id)
+    except KeyError as exc:
+        raise click.UsageError(f"no source {exc}") from exc
+    click.echo(str(pages[0]))
+
+
 @main.command(name="evaluate")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("runs/eval"), show_default=True)
 @click.option("--model", type=click.Path(path_type=Path), default=None, help="Checkpoint folder (default: the bundled model).")

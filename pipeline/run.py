@@ -166,7 +166,7 @@ class Pipeline:
             corrupt_packets=st.end_stats.get("corrupt_packets", 0),
             content_fingerprint=content_fingerprint(st.source.location) if not st.source.is_stream else None,
             config_fingerprint=self.config_fp, model=str(cfg.model or "default"),
-            processed_at=dt.datetime.now(dt.timezone.utc),
+            processed_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
         )]
         commit_source(cfg.output, sid, rows)
         if st.error:

@@ -14,6 +14,8 @@ from onepass.operators.spans import Span
 
 __all__ = ["iter_windows"]
 
+MIN_TAIL_MS = 1000
+
 
 def iter_windows(reader: MediaReader, source_id: str, *, window_s: int = 30, budget: int = 70) -> Iterator[Window]:
     """Windows [k*W, (k+1)*W) in order; each is emitted once both streams have passed its end."""
@@ -52,4 +54,7 @@ def iter_windows(reader: MediaReader, source_id: str, *, window_s: int = 30, bud
             next_k += 1
     take_audio(framer.close())
     for k in sorted(set(frames) | set(audio)):
+        if k not in frames and len(audio.get(k, ())) * FRAME_MS < MIN_TAIL_MS and k > 0:
+            audio.pop(k)  # a sliver of trailing audio (codec padding) is not a window
+            continue
         yield build(k)

@@ -32,7 +32,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("fps", pa.float64()), ("sample_rate_hz", pa.int32()), ("channels", pa.int32()),
         ("status", pa.string()), ("error", pa.string()), ("windows", pa.int32()),
         ("corrupt_packets", pa.int64()), ("content_fingerprint", pa.string()), ("config_fingerprint", pa.string()),
-        ("model", pa.string()), ("processed_at", pa.timestamp("ms", tz="UTC")),
+        ("model", pa.string()), ("processed_at", pa.timestamp("ms")),  # UTC (naive: readers need no tz database)
     ]),
     "captions": pa.schema([("source_id", pa.string()), ("start_ms", pa.int64()), ("end_ms", pa.int64()),
                            ("frame_ms", pa.int64()), ("text", pa.string())]),
