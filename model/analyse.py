@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .records import WindowResult
-from .runner import Runner, Window
+from .runner import Runner, StreamSession, Window
 from .speakers import region_embeddings
 from .tasks import Prompts, make_answer, parse_captions, parse_transcript
 
-__all__ = ["TaskSet", "analyse"]
+__all__ = ["TaskSet", "analyse", "analyse_streamed"]
 
 
 @dataclass(frozen=True)
@@ -55,17 +57,34 @@ def analyse(runner: Runner, windows: list[Window], tasks: TaskSet, prompts: Prom
             continue
         texts, batch = runner.generate(group, [p for _, p in jobs], capture_audio=want_speech)
         for k, (i, w) in enumerate(zip(idx, group)):
-            captions, segments, answers = [], [], []
-            for (kind, prompt), text in zip(jobs, texts[k]):
-                if kind == "captions":
-                    captions = parse_captions(text, list(w.frame_ms), w.span)
-                elif kind == "transcript":
-                    segments = parse_transcript(text, w.span)
-                else:
-                    answers += make_answer(text, prompt, w.span)
-            speech = region_embeddings(w.audio, batch.audio_hidden[k], w.audio_start_ms) if want_speech else []
-            results[i] = WindowResult(
-                source_id=w.source_id, span=w.span, captions=tuple(captions), segments=tuple(segments),
-                answers=tuple(answers), speech=tuple(speech), raw=tuple((kind, t) for (kind, _), t in zip(jobs, texts[k])),
-            )
+            results[i] = _result(w, jobs, texts[k], batch.audio_hidden[k] if want_speech else None)
     return [results[i] for i in range(len(windows))]
+
+
+def _result(w: Window, jobs: list[tuple[str, str]], texts: list[str], audio_hidden) -> WindowResult:
+    captions, segments, answers = [], [], []
+    for (kind, prompt), text in zip(jobs, texts):
+        if kind == "captions":
+            captions = parse_captions(text, list(w.frame_ms), w.span)
+        elif kind == "transcript":
+            segments = parse_transcript(text, w.span)
+        else:
+            answers += make_answer(text, prompt, w.span)
+    speech = region_embeddings(w.audio, audio_hidden, w.audio_start_ms) if audio_hidden is not None else []
+    return WindowResult(
+        source_id=w.source_id, span=w.span, captions=tuple(captions), segments=tuple(segments),
+        answers=tuple(answers), speech=tuple(speech), raw=tuple((kind, t) for (kind, _), t in zip(jobs, texts)),
+    )
+
+
+def analyse_streamed(runner: Runner, session: StreamSession | None, w: Window, tasks: TaskSet,
+                     prompts: Prompts = Prompts()) -> WindowResult:
+    """Finish a live window whose frames are already in ``session``'s cache: its audio goes in
+    after the last frame (the one-shot layout), then every task decodes from that cache."""
+    session = session or StreamSession(runner, w.span.start_ms, has_video=False, has_audio=w.has_audio)
+    want_speech = tasks.diarization and w.has_audio
+    session.add_audio(w.audio, capture=want_speech)
+    jobs = _prompts_for(w, tasks, prompts)
+    texts = session.finish([p for _, p in jobs])
+    hidden = np.concatenate(session.audio_hidden) if want_speech and session.audio_hidden else None
+    return _result(w, jobs, texts, hidden)

@@ -33,7 +33,7 @@ from onepass.operators.spans import Span
 
 from .records import Segment, SpeakerTurn
 
-__all__ = ["region_embeddings", "cluster", "assign_speakers", "label_segments"]
+__all__ = ["region_embeddings", "cluster", "assign_speakers", "label_segments", "OnlineSpeakers"]
 
 
 def _split(span: Span, max_ms: int) -> list[Span]:
@@ -161,3 +161,37 @@ def label_segments(segments: list[Segment], turns: list[SpeakerTurn]) -> list[Se
                 best, best_ms = turn.speaker, common.duration_ms
         out.append(replace(seg, speaker=best))
     return out
+
+
+class OnlineSpeakers:
+    """Stable speaker ids for a live source: each new window re-clusters every region so far and
+    keeps the ids already committed (a cluster takes the id most of its labelled regions had)."""
+
+    def __init__(self, threshold: float = 1.15):
+        self.threshold = threshold
+        self.regions: list[tuple[Span, np.ndarray]] = []
+        self.labels: list[str | None] = []
+        self.next_id = 1
+
+    def add(self, regions: list[tuple[Span, np.ndarray]]) -> list[SpeakerTurn]:
+        if not regions:
+            return []
+        first_new = len(self.regions)
+        self.regions += regions
+        self.labels += [None] * len(regions)
+        clusters = cluster(np.stack([e for _, e in self.regions]), threshold=self.threshold)
+        taken: set[str] = set()
+        names: dict[int, str] = {}
+        for c in sorted(set(clusters.tolist()), key=lambda c: -int((clusters == c).sum())):
+            votes = [self.labels[i] for i in np.flatnonzero(clusters == c) if self.labels[i] and self.labels[i] not in taken]
+            if votes:
+                names[c] = max(set(votes), key=votes.count)
+            else:
+                names[c] = f"S{self.next_id}"
+                self.next_id += 1
+            taken.add(names[c])
+        turns = []
+        for i in range(first_new, len(self.regions)):
+            self.labels[i] = names[int(clusters[i])]
+            turns.append(SpeakerTurn(self.regions[i][0], self.labels[i]))
+        return turns

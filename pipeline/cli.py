@@ -71,6 +71,11 @@ def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_m
         click.echo(f"{str(loc)[:48]:48s} FAILED: {why}")
     if summary.throughput:
         click.echo(f"backbone: {summary.throughput}")
+    if summary.live_latency_s:
+        import statistics
+
+        click.echo(f"live: median {statistics.median(summary.live_latency_s):.2f} s from a second decoded to its rows "
+                   f"committed (max {max(summary.live_latency_s):.2f} s, {len(summary.live_latency_s)} seconds)")
     click.echo(f"results: {output}/sources/*/<table>.parquet  (query: onepass query {output} \"SELECT ...\")")
     sys.exit(summary.exit_code)
 

@@ -24,7 +24,7 @@ from onepass.operators.decode import DecodeError, MediaReader
 
 from .config import RunConfig
 from .sources import Source
-from .windows import iter_windows
+from .windows import LiveFrame, iter_windows
 
 __all__ = ["start_ray", "decode_source", "BackboneActor"]
 
@@ -60,8 +60,8 @@ def decode_source(source: Source, cfg: RunConfig):
                 "width": info.width, "height": info.height, "fps": info.avg_fps,
                 "sample_rate_hz": info.sample_rate_hz, "channels": info.channels,
             })
-            for window in iter_windows(media, source.id, window_s=cfg.window_s, budget=cfg.budget):
-                yield ("window", window)
+            for item in iter_windows(media, source.id, window_s=cfg.window_s, budget=cfg.budget, live=source.is_stream):
+                yield ("frame", item) if isinstance(item, LiveFrame) else ("window", item)
             yield ("end", {"corrupt_packets": media.stats.corrupt_packets, "errors": media.stats.errors})
     except DecodeError as exc:
         yield ("error", exc.reason)
@@ -86,10 +86,28 @@ class BackboneActor:
 
         self.tasks = TaskSet.parse(cfg.tasks, cfg.questions)
 
+        self.sessions = {}
+
     def analyse(self, *windows):
         from onepass.model.analyse import analyse
 
         return analyse(self.runner, list(windows), self.tasks)
+
+    def stream_frame(self, frame: LiveFrame, has_audio: bool) -> None:
+        """Prefill a live frame into its window's cache as soon as it is decoded."""
+        from onepass.model.runner import StreamSession
+
+        key = (frame.source_id, frame.window_start_ms)
+        if key not in self.sessions:
+            self.sessions[key] = StreamSession(self.runner, frame.window_start_ms, has_video=True, has_audio=has_audio)
+        self.sessions[key].add_frame(frame.frame_ms, frame.patches)
+
+    def stream_window(self, window):
+        """The live window's audio and tasks, on top of the frames already prefilled."""
+        from onepass.model.analyse import analyse_streamed
+
+        session = self.sessions.pop((window.source_id, window.span.start_ms), None)
+        return analyse_streamed(self.runner, session, window, self.tasks)
 
     def throughput(self) -> str:
         return self.runner.stats.line()

@@ -34,6 +34,9 @@ class SourceState:
     decode_done: bool = False
     error: str | None = None
     end_stats: dict = field(default_factory=dict)
+    live_windows: int = 0
+    decoded_at: dict = field(default_factory=dict)  # live: window start ms -> [time each frame left decode]
+    online: object = None  # live: OnlineSpeakers
 
 
 @dataclass
@@ -42,6 +45,7 @@ class RunSummary:
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     throughput: str = ""
+    live_latency_s: list[float] = field(default_factory=list)  # per live second: decoded -> rows committed
 
     @property
     def exit_code(self) -> int:
@@ -110,6 +114,11 @@ class Pipeline:
                 st = states[sid]
                 if kind == "info":
                     st.info = payload
+                elif kind == "frame":  # live: straight into the backbone's cache
+                    backbone.stream_frame.remote(payload, st.info.get("audio_codec") is not None)
+                    st.decoded_at.setdefault(payload.window_start_ms, []).append(payload.decoded_at)
+                elif kind == "window" and st.source.is_stream:
+                    self._commit_live_window(st, ref_get(backbone.stream_window.remote(payload)), summary)
                 elif kind == "window":
                     pending.append(payload)
                     st.windows_sent += 1
@@ -140,34 +149,62 @@ class Pipeline:
         for r in results:
             states[r.source_id].results.append(r)
 
-    def _commit(self, st: SourceState, summary: RunSummary) -> None:
-        sid, cfg = st.source.id, self.cfg
+    def _rows(self, sid: str, results: list[WindowResult], turns) -> dict[str, list[dict]]:
         rows: dict[str, list[dict]] = defaultdict(list)
-        results = sorted(st.results, key=lambda r: r.span)
-        if st.error is None:
-            turns = assign_speakers([r for res in results for r in res.speech], num_speakers=cfg.num_speakers) \
-                if "diarization" in cfg.tasks else []
-            for res in results:
-                for c in res.captions:
-                    rows["captions"].append(dict(source_id=sid, start_ms=c.span.start_ms, end_ms=c.span.end_ms, frame_ms=c.frame_ms, text=c.text))
-                for s in label_segments(list(res.segments), turns):
-                    rows["transcripts"].append(dict(source_id=sid, start_ms=s.span.start_ms, end_ms=s.span.end_ms, speaker=s.speaker, text=s.text))
-                for a in res.answers:
-                    rows["answers"].append(dict(source_id=sid, start_ms=a.span.start_ms, end_ms=a.span.end_ms, question=a.question, text=a.text))
-            for t in turns:
-                rows["speakers"].append(dict(source_id=sid, start_ms=t.span.start_ms, end_ms=t.span.end_ms, speaker=t.speaker))
-        info = st.info
-        rows["sources"] = [dict(
-            source_id=sid, path=st.source.location, size_bytes=info.get("size_bytes"), duration_ms=info.get("duration_ms"),
+        for res in results:
+            for c in res.captions:
+                rows["captions"].append(dict(source_id=sid, start_ms=c.span.start_ms, end_ms=c.span.end_ms, frame_ms=c.frame_ms, text=c.text))
+            for s in label_segments(list(res.segments), turns):
+                rows["transcripts"].append(dict(source_id=sid, start_ms=s.span.start_ms, end_ms=s.span.end_ms, speaker=s.speaker, text=s.text))
+            for a in res.answers:
+                rows["answers"].append(dict(source_id=sid, start_ms=a.span.start_ms, end_ms=a.span.end_ms, question=a.question, text=a.text))
+        for t in turns:
+            rows["speakers"].append(dict(source_id=sid, start_ms=t.span.start_ms, end_ms=t.span.end_ms, speaker=t.speaker))
+        return rows
+
+    def _commit_live_window(self, st: SourceState, res: WindowResult, summary: RunSummary) -> None:
+        """A live window's rows in a part folder of their own (``<id>~wNNNNNN``), then the source
+        row (status ``live``) refreshed: readers see whole windows as they are committed."""
+        import time
+
+        from onepass.model.speakers import OnlineSpeakers
+
+        if st.online is None:
+            st.online = OnlineSpeakers()
+        turns = st.online.add(list(res.speech)) if "diarization" in self.cfg.tasks else []
+        k = res.span.start_ms // (self.cfg.window_s * 1000)
+        commit_source(self.cfg.output, f"{st.source.id}~w{k:06d}", self._rows(st.source.id, [res], turns))
+        now = time.time()
+        summary.live_latency_s += [now - t for t in st.decoded_at.pop(res.span.start_ms, [])]
+        st.live_windows += 1
+        commit_source(self.cfg.output, st.source.id, {"sources": [self._commit_source_row(st, "live")]})
+
+    def _commit_source_row(self, st: SourceState, status: str, windows: int | None = None) -> None:
+        info, cfg = st.info, self.cfg
+        row = dict(
+            source_id=st.source.id, path=st.source.location, size_bytes=info.get("size_bytes"), duration_ms=info.get("duration_ms"),
             start_offset_ms=info.get("start_offset_ms"), container=info.get("container"), video_codec=info.get("video_codec"),
             audio_codec=info.get("audio_codec"), width=info.get("width"), height=info.get("height"), fps=info.get("fps"),
             sample_rate_hz=info.get("sample_rate_hz"), channels=info.get("channels"),
-            status="error" if st.error else "ok", error=st.error, windows=len(results),
+            status=status, error=st.error, windows=windows if windows is not None else st.live_windows,
             corrupt_packets=st.end_stats.get("corrupt_packets", 0),
             content_fingerprint=content_fingerprint(st.source.location) if not st.source.is_stream else None,
             config_fingerprint=self.config_fp, model=str(cfg.model or "default"),
             processed_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
-        )]
+        )
+        return row
+
+    def _commit(self, st: SourceState, summary: RunSummary) -> None:
+        """A source's folder, atomically: all its rows (files) or its final source row (live)."""
+        sid, cfg = st.source.id, self.cfg
+        results = sorted(st.results, key=lambda r: r.span)
+        rows: dict[str, list[dict]] = {}
+        if st.error is None and not st.source.is_stream:
+            turns = assign_speakers([r for res in results for r in res.speech], num_speakers=cfg.num_speakers) \
+                if "diarization" in cfg.tasks else []
+            rows = self._rows(sid, results, turns)
+        windows = st.live_windows if st.source.is_stream else len(results)
+        rows["sources"] = [self._commit_source_row(st, "error" if st.error else "ok", windows)]
         commit_source(cfg.output, sid, rows)
         if st.error:
             summary.failed.append((st.source.location, st.error))

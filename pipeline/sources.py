@@ -6,6 +6,7 @@ import glob
 import hashlib
 import os
 import re
+import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,10 @@ def _safe_id(location: str) -> str:
 
 
 def _source(location: str, stream: bool = False) -> Source:
-    return Source(id=_safe_id(location), location=location, is_stream=stream)
+    sid = _safe_id(location)
+    if stream:  # every session of a live stream is a recording of its own
+        sid += "-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    return Source(id=sid, location=location, is_stream=stream)
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Source], list[tuple[str, str]]]:
@@ -40,7 +44,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Source], list[tuple[str, str]
     problems: list[tuple[str, str]] = []
     for item in inputs:
         if item == "-":
-            found.setdefault("pipe:0", Source(id="stdin", location="pipe:0", is_stream=True))
+            found.setdefault("pipe:0", Source(id="stdin-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime()), location="pipe:0", is_stream=True))
         elif item.startswith(STREAM_SCHEMES) or re.match(r"^[a-z]+://", item):
             src = _source(item, stream=not item.lower().split("?")[0].endswith(tuple(MEDIA_EXTENSIONS)))
             found.setdefault(item, src)

@@ -2,23 +2,41 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
 from onepass.model.runner import Window
 from onepass.operators.audio import FRAME_MS, AudioFramer
 from onepass.operators.decode import AudioChunk, MediaReader, VideoFrame
-from onepass.operators.patchify import patchify
+from onepass.operators.patchify import Patches, patchify
 from onepass.operators.spans import Span
 
-__all__ = ["iter_windows"]
+__all__ = ["iter_windows", "LiveFrame"]
 
 MIN_TAIL_MS = 1000
 
 
-def iter_windows(reader: MediaReader, source_id: str, *, window_s: int = 30, budget: int = 70) -> Iterator[Window]:
-    """Windows [k*W, (k+1)*W) in order; each is emitted once both streams have passed its end."""
+@dataclass(frozen=True, eq=False)
+class LiveFrame:
+    """A kept frame handed on at once (live mode), for the backbone's streaming prefill."""
+
+    source_id: str
+    window_start_ms: int
+    frame_ms: int
+    patches: Patches
+    decoded_at: float  # time.time() when it left the decoder
+
+
+def iter_windows(reader: MediaReader, source_id: str, *, window_s: int = 30, budget: int = 70,
+                 live: bool = False) -> Iterator[Window | LiveFrame]:
+    """Windows [k*W, (k+1)*W) in order; each is emitted once both streams have passed its end.
+
+    ``live``: every kept frame is also yielded at once as a :class:`LiveFrame`, and the window
+    that follows carries its frame times but not their patches (they are already in the
+    backbone's cache)."""
     width = window_s * 1000
     framer = AudioFramer()
     frames: dict[int, list] = {}  # window index -> [(frame_ms, patches)]
@@ -38,11 +56,15 @@ def iter_windows(reader: MediaReader, source_id: str, *, window_s: int = 30, bud
         audio_arr = np.stack([a for _, a in au]) if au else np.zeros((0, 640), np.float32)
         end = max([k * width + 1] + [t + 1 for t, _ in fr] + [t + FRAME_MS for t, _ in au])
         return Window(source_id, Span(k * width, min(end, (k + 1) * width)), tuple(t for t, _ in fr),
-                      tuple(p for _, p in fr), audio_arr, audio_start)
+                      () if live else tuple(p for _, p in fr), audio_arr, audio_start)
 
     for item in reader.items():
         if isinstance(item, VideoFrame):
-            frames.setdefault(item.frame_ms // width, []).append((item.frame_ms, patchify(item.rgb, budget, video=True)))
+            k = item.frame_ms // width
+            patches = patchify(item.rgb, budget, video=True)
+            if live:
+                yield LiveFrame(source_id, k * width, item.frame_ms, patches, time.time())
+            frames.setdefault(k, []).append((item.frame_ms, None if live else patches))
             video_ms = item.frame_ms
         elif isinstance(item, AudioChunk):
             take_audio(framer.push(item.samples, item.start_ms))

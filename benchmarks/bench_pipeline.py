@@ -1,0 +1,122 @@
+"""Whole-pipeline benchmark (2 cores is the target machine).
+
+    python benchmarks/bench_pipeline.py [--minutes 10] [--long-minutes 120] [--runs 3]
+
+(1) Ray overhead: the whole pipeline with the backbone bypassed (--tasks '') vs the decode stage
+    alone (decode + patchify + windowing in one process, no Ray) on the same clip: ratio decode/pipeline.
+(2) The whole pipeline with the default model on the bundled example clips: x real time.
+(3) Peak memory (driver + every Ray worker, summed RSS) of the bypassed pipeline on a 10-minute
+    and a 2-hour input: ratio.
+(4) Live: the example stream over loopback, median time from a second decoded to its rows committed.
+Inputs are generated with ffmpeg into --workdir (not timed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_input(path: Path, minutes: float, size: str = "640x360") -> Path:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25",
+                        "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=16000", "-t", str(int(minutes * 60)),
+                        "-c:v", "libx264", "-preset", "ultrafast", "-g", "250", "-pix_fmt", "yuv420p",
+                        "-c:a", "aac", "-ac", "1", str(path) + ".tmp.mp4"], check=True)
+        os.rename(str(path) + ".tmp.mp4", path)
+    return path
+
+
+def tree_rss_mb(root_pid: int) -> float:
+    """Summed RSS of root_pid, its descendants, and any Ray process of this user (workers are
+    started by the raylet, not by the driver)."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if int(pid) == root_pid or "ray::" in cmd or "raylet" in cmd or "gcs_server" in cmd or "default_worker" in cmd:
+            m = re.search(r"VmRSS:\s+(\d+) kB", status)
+            total += int(m.group(1)) if m else 0
+    return total / 1024
+
+
+def run_onepass(args: list[str], sample_memory: bool = False) -> tuple[float, float, str]:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(["onepass", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = 0.0
+    if sample_memory:
+        done = threading.Event()
+        out_box = []
+        threading.Thread(target=lambda: (out_box.append(proc.communicate()[0]), done.set()), daemon=True).start()
+        while not done.wait(0.5):
+            peak = max(peak, tree_rss_mb(proc.pid))
+        out = out_box[0]
+    else:
+        out = proc.communicate()[0]
+    return time.perf_counter() - t0, peak, out
+
+
+def decode_alone(path: Path) -> float:
+    from onepass.operators.decode import MediaReader
+    from onepass.pipeline.windows import iter_windows
+
+    t0 = time.perf_counter()
+    with MediaReader(path) as media:
+        for _ in iter_windows(media, "bench"):
+            pass
+    return time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--long-minutes", type=float, default=120)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--workdir", type=Path, default=Path("runs/bench"))
+    ap.add_argument("--skip", nargs="*", default=[], choices=["ray", "model", "memory", "live"])
+    a = ap.parse_args()
+    w = a.workdir
+    clip = make_input(w / f"pipe_{a.minutes:g}min.mp4", a.minutes)
+    if "ray" not in a.skip:
+        dec = [decode_alone(clip) for _ in range(a.runs)]
+        pipe = [run_onepass([str(clip), "-o", str(w / "out_bypass"), "--tasks", "", "--force"])[0] for _ in range(a.runs)]
+        print(f"(1) {a.minutes:g}-min 360p clip: decode stage alone median {statistics.median(dec):.1f} s {[round(x, 1) for x in dec]}; "
+              f"pipeline, backbone bypassed, median {statistics.median(pipe):.1f} s {[round(x, 1) for x in pipe]} "
+              f"(includes Ray start); decode/pipeline = {statistics.median(dec) / statistics.median(pipe):.2f}x", flush=True)
+    if "model" not in a.skip:
+        clips = ROOT / "examples" / "clips"
+        media_s = 44.0
+        times = [run_onepass([str(clips), "-o", str(w / "out_model"), "--force"])[0] for _ in range(a.runs)]
+        print(f"(2) default model, examples/clips ({media_s:g} s of media): median {statistics.median(times):.1f} s "
+              f"{[round(x, 1) for x in times]} = {media_s / statistics.median(times):.2f}x real time", flush=True)
+    if "memory" not in a.skip:
+        long = make_input(w / f"pipe_{a.long_minutes:g}min_180p.mp4", a.long_minutes, size="320x180")
+        short = make_input(w / "pipe_10min_180p.mp4", 10, size="320x180")
+        _, m_short, _ = run_onepass([str(short), "-o", str(w / "out_mem_s"), "--tasks", "", "--force"], sample_memory=True)
+        t_long, m_long, _ = run_onepass([str(long), "-o", str(w / "out_mem_l"), "--tasks", "", "--force"], sample_memory=True)
+        print(f"(3) peak RSS, backbone bypassed: 10-min input {m_short:.0f} MB, {a.long_minutes:g}-min input {m_long:.0f} MB "
+              f"({t_long:.0f} s); long/short = {m_long / m_short:.2f}x", flush=True)
+    if "live" not in a.skip:
+        out = subprocess.run([sys.executable, str(ROOT / "examples" / "live_stream.py"), str(w / "out_live")],
+                             capture_output=True, text=True).stdout
+        line = next((l for l in out.splitlines() if l.startswith("live:")), "live: no figure (see the example's output)")
+        print(f"(4) {line}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
