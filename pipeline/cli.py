@@ -101,7 +101,16 @@ Example:
 @click.option("-o", "--out-file", type=click.Path(path_type=Path), default=None, help="Write .csv or .parquet instead of printing.")
 def query(output, sql, out_file):
     """Run SQL (DuckDB) over the results in OUTPUT. The results are only read."""
+    import duckdb
+
     con = _connect(output)
+    try:
+        kinds = [st.type for st in con.extract_statements(sql)]
+    except duckdb.Error as exc:
+        raise click.UsageError(f"query failed: {exc}") from exc
+    if kinds != [duckdb.StatementType.SELECT]:
+        # the results are only read: COPY, CREATE, ATTACH, INSERT ... could write beside them
+        raise click.UsageError(f"onepass query runs one SELECT statement (got {', '.join(k.name for k in kinds) or 'none'})")
     try:
         rel = con.sql(sql)
     except Exception as exc:  # noqa: BLE001

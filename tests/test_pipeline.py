@@ -90,3 +90,25 @@ def test_usage_errors_exit_2(tmp_path):
     assert res.exit_code == 2
     res = CliRunner().invoke(main, ["run", "--help"])
     assert "Examples" in res.output
+
+
+def test_query_is_read_only(run_once, tmp_path):
+    out, *_ = run_once
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    for sql in [f"COPY (SELECT 1) TO '{out}/sources/evil.parquet'", "CREATE TABLE t AS SELECT 1",
+                f"ATTACH '{tmp_path}/x.duckdb'", "SELECT 1; SELECT 2"]:
+        res = CliRunner().invoke(main, ["query", str(out), sql])
+        assert res.exit_code == 2 and "one SELECT" in res.output, (sql, res.output)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_source_ids_cannot_escape_the_output_folder():
+    from onepass.pipeline.sources import _safe_id
+    from onepass.pipeline.writers import commit_source
+
+    for name in ["../../etc/passwd.mp4", "/abs/path/clip.mp4", "ünïcødé clip 名前.mp4", "..", "a/../../b.mp4", "tcp://127.0.0.1:9/../../x"]:
+        sid = _safe_id(name)
+        assert "/" not in sid and not sid.startswith(".") and re.fullmatch(r"[A-Za-z0-9_-]+", sid), sid
+    with pytest.raises(ValueError):
+        commit_source(__import__("pathlib").Path("/tmp"), "../x", {})
+    assert _safe_id("a/clip.mp4") != _safe_id("b/clip.mp4")  # duplicate names in different folders

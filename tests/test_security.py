@@ -1,0 +1,81 @@
+"""Local Ray: no dashboard, token authentication on, and every port it opens refuses a caller
+without the token (Ray's gRPC servers listen on all interfaces: the token is what protects them)."""
+
+import http.client
+import os
+import re
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+
+grpc = pytest.importorskip("grpc")
+
+# one real method per Ray gRPC service: the token is checked before the method runs
+PROBES = [
+    "/ray.rpc.NodeInfoGcsService/GetAllNodeInfo",
+    "/ray.rpc.NodeManagerService/GetNodeStats",
+    "/ray.rpc.CoreWorkerService/NumPendingTasks",
+    "/ray.rpc.ObjectManagerService/Pull",
+    "/ray.rpc.ObjectManagerService/Push",
+    "/ray.rpc.ObjectManagerService/FreeObjects",
+]
+
+
+def grpc_code(host: str, port: int, method: str, token: str | None) -> str:
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        call = channel.unary_unary(method, request_serializer=lambda x: x, response_deserializer=lambda x: x)
+        call(b"", metadata=[("authorization", f"Bearer {token}")] if token else None, timeout=5)
+        return "OK"
+    except grpc.RpcError as exc:
+        return exc.code().name
+    finally:
+        channel.close()
+
+
+def http_status(host: str, port: int, token: str | None) -> int | None:
+    req = urllib.request.Request(f"http://{host}:{port}/", headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        return urllib.request.urlopen(req, timeout=5).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (OSError, ValueError, http.client.HTTPException):  # not an HTTP server
+        return None
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="ss (iproute2) not installed")
+def test_every_port_of_a_local_run_refuses_callers_without_the_token():
+    from onepass.pipeline.ray_stages import start_ray
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    start_ray(None)
+    try:
+        token = os.environ["RAY_AUTH_TOKEN"]
+        assert os.environ["RAY_AUTH_MODE"] == "token"
+        listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+        ours = []
+        for line in listening.splitlines():
+            m = re.search(r"\s(\S+):(\d+)\s+\S+\s+users:\(\(\"([^\"]+)\",pid=(\d+)", line)
+            if m and (any(k in m.group(3) for k in ("ray", "gcs_server", "raylet")) or int(m.group(4)) == os.getpid()):
+                ours.append((m.group(1), int(m.group(2)), m.group(3)))
+        assert len(ours) >= 3, listening
+        assert not any(name.startswith("dashboard") for *_, name in ours)
+        for addr, port, name in ours:
+            host = "127.0.0.1" if addr in ("*", "0.0.0.0", "[::]") else addr.strip("[]")
+            if addr.startswith("127."):
+                continue  # loopback only: not reachable from elsewhere
+            status = http_status(host, port, None)
+            if status is not None:  # an HTTP server (the runtime-env agent)
+                assert status == 401, (addr, port, name, status)
+                assert http_status(host, port, token) != 401
+                continue
+            refused = [m for m in PROBES if grpc_code(host, port, m, None) == "UNAUTHENTICATED"]
+            assert refused, f"{name} on {addr}:{port} answered without the token"
+            assert all(grpc_code(host, port, m, token) != "UNAUTHENTICATED" for m in refused)  # the token opens it
+    finally:
+        ray.shutdown()
