@@ -19,7 +19,7 @@ from onepass.model.records import WindowResult
 from onepass.model.speakers import assign_speakers, label_segments
 
 from .config import RunConfig
-from .sources import Source, content_fingerprint, expand_inputs
+from .sources import Source, _safe_id, content_fingerprint, expand_inputs
 from .writers import commit_source, read_committed
 
 __all__ = ["build_pipeline", "Pipeline", "RunSummary"]
@@ -78,7 +78,10 @@ class Pipeline:
         from .ray_stages import BackboneActor, decode_source, start_ray
 
         todo, skip, problems = self.plan(inputs)
-        summary = RunSummary(skipped=[s.id for s in skip], failed=list(problems))
+        summary = RunSummary(skipped=[s.id for s in skip])
+        for item, reason in problems:  # an input that names nothing still gets its error row
+            st = SourceState(Source(id=_safe_id(item), location=item), error=reason)
+            self._commit(st, summary)
         if not todo:
             return summary
         start_ray(self.cfg.address)

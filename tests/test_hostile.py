@@ -1,0 +1,34 @@
+"""Hostile inputs through the whole pipeline: each ends with its output or exactly one error row
+naming the reason; the run goes on; exit code 1."""
+
+import duckdb
+from click.testing import CliRunner
+
+from hostile import build
+from onepass.pipeline.cli import main
+
+
+def test_hostile_corpus(tmp_path, media_dir, fixtures_dir):
+    cases = build(tmp_path / "in", media_dir)
+    assert len(cases) >= 30
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["run", *[p for p, _ in cases], "-o", str(out), "--model",
+                                    str(fixtures_dir / "tiny-gemma4-unified"), "--tasks", "", "--workers", "2"])
+    assert res.exit_code == 1, res.output
+    con = duckdb.connect()
+    rows = {r[0]: r[1:] for r in con.execute(
+        f"SELECT path, status, error, windows FROM read_parquet('{out}/sources/*/source.parquet')").fetchall()}
+    missing = [p for p, _ in cases if p not in rows]
+    assert not missing and len(rows) == len(cases), (missing, res.output[-3000:])  # one row per input
+    handled = 0
+    for path, expected in cases:
+        status, error, windows = rows[path]
+        if status == "error":
+            assert error and len(error) > 5, path
+        elif expected == "ok":
+            assert windows >= 1, path  # it really produced windows
+        assert expected == "either" or status == expected, (path, status, error)
+        handled += 1
+    assert handled == len(cases)
+    by_status = dict(con.execute(f"SELECT status, count(*) FROM read_parquet('{out}/sources/*/source.parquet') GROUP BY 1").fetchall())
+    print(f"hostile corpus: {len(cases)} cases, {by_status}")
