@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import queue
+import shutil
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -79,6 +80,8 @@ class Pipeline:
 
         todo, skip, problems = self.plan(inputs)
         summary = RunSummary(skipped=[s.id for s in skip])
+        for stale in Path(self.cfg.output).glob("sources/.*.[to][ml][pd]"):  # .tmp / .old left by a killed run
+            shutil.rmtree(stale, ignore_errors=True)
         for item, reason in problems:  # an input that names nothing still gets its error row
             st = SourceState(Source(id=_safe_id(item), location=item), error=reason)
             self._commit(st, summary)
