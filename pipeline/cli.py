@@ -40,7 +40,10 @@ Exit status: 0 all inputs succeeded, 1 some failed (see the sources table), 2 us
 @click.option("--address", default=None, help="Join an existing Ray cluster instead of starting a local one.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
 @click.option("--force", is_flag=True, help="Redo sources already committed.")
-def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_mode, workers, batch_windows, address, device, force):
+@click.option("--timeout-s", "source_timeout_s", type=float, default=_DEFAULTS.source_timeout_s, show_default=True,
+              help="Give up on a (non-live) source after this many seconds; it gets an error row.")
+def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_mode, workers, batch_windows, address, device, force,
+        source_timeout_s):
     """Process INPUTS (files, folders, globs, stream URLs, - for stdin) into OUTPUT."""
     from tqdm import tqdm
 
@@ -49,7 +52,7 @@ def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_m
     try:
         cfg = RunConfig(output=output, model=model, tasks=tasks, questions=tuple(questions), fps=fps, budget=int(budget),
                         window_s=window_s, decode_mode=decode_mode, workers=workers, batch_windows=batch_windows,
-                        address=address, device=device, force=force)
+                        address=address, device=device, force=force, source_timeout_s=source_timeout_s)
         from onepass.model.analyse import TaskSet
 
         TaskSet.parse(tasks, tuple(questions))

@@ -26,7 +26,7 @@ from .config import RunConfig
 from .sources import Source
 from .windows import LiveFrame, iter_windows
 
-__all__ = ["start_ray", "decode_source", "BackboneActor"]
+__all__ = ["start_ray", "decode_source", "BackboneActor", "start_backbones"]
 
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> None:
@@ -48,7 +48,8 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
     )
 
 
-@ray.remote(num_cpus=1, max_retries=0)
+# at most 8 items (about 8 windows) wait unread per source: decode never runs far ahead of the backbone
+@ray.remote(num_cpus=1, max_retries=0, _generator_backpressure_num_objects=8)
 def decode_source(source: Source, cfg: RunConfig):
     """Streams ('info', dict), then ('window', Window)..., then ('end', stats) or ('error', reason)."""
     try:
@@ -111,3 +112,11 @@ class BackboneActor:
 
     def throughput(self) -> str:
         return self.runner.stats.line()
+
+
+def start_backbones(cfg: RunConfig) -> list:
+    """One backbone actor per GPU of the cluster (``num_gpus=1`` each), else one on the CPU."""
+    gpus = int(ray.cluster_resources().get("GPU", 0)) if cfg.device in (None, "cuda") else 0
+    if gpus:
+        return [BackboneActor.options(num_gpus=1).remote(cfg) for _ in range(gpus)]
+    return [BackboneActor.remote(cfg)]

@@ -76,7 +76,7 @@ class Pipeline:
         return todo, skip, problems
 
     def run(self, inputs: list[str], progress=None) -> RunSummary:
-        from .ray_stages import BackboneActor, decode_source, start_ray
+        from .ray_stages import decode_source, start_backbones, start_ray
 
         todo, skip, problems = self.plan(inputs)
         summary = RunSummary(skipped=[s.id for s in skip])
@@ -88,18 +88,29 @@ class Pipeline:
         if not todo:
             return summary
         start_ray(self.cfg.address)
-        backbone = BackboneActor.remote(self.cfg)
+        backbones = start_backbones(self.cfg)
+        backbone = backbones[0]  # live streams keep their KV caches on the first one
         feed: queue.Queue = queue.Queue(maxsize=max(2, 2 * self.cfg.batch_windows))  # backpressure
         states = {s.id: SourceState(s) for s in todo}
         slots = threading.Semaphore(self.cfg.workers)
 
         # -- 2. decode: one thread per source drives its Ray generator task ----------------------
         def drive(state: SourceState):
+            import time
+
+            import ray
+
             with slots:
+                started = time.monotonic()
+                gen = decode_source.remote(state.source, self.cfg)
                 try:
-                    for ref in decode_source.remote(state.source, self.cfg):
+                    for ref in gen:
                         kind, payload = ref_get(ref)
                         feed.put((kind, state.source.id, payload))
+                        if time.monotonic() - started > self.cfg.source_timeout_s and not state.source.is_stream:
+                            ray.cancel(gen, force=True)
+                            feed.put(("error", state.source.id, f"timed out after {self.cfg.source_timeout_s:g} s"))
+                            break
                 except Exception as exc:  # noqa: BLE001 - the worker died (e.g. a crash inside FFmpeg)
                     feed.put(("error", state.source.id, f"decode worker failed: {type(exc).__name__}: {exc}"))
                 feed.put(("done", state.source.id, None))
@@ -135,7 +146,7 @@ class Pipeline:
                 elif kind == "done":
                     st.decode_done = True
             if pending and (kind is None or len(pending) >= self.cfg.batch_windows or kind == "done"):
-                self._analyse(backbone, pending, states)
+                self._analyse(backbones, pending, states)
                 if progress:
                     progress(len(pending))
                 pending = []
@@ -150,10 +161,13 @@ class Pipeline:
         summary.throughput = ref_get(backbone.throughput.remote())
         return summary
 
-    def _analyse(self, backbone, windows, states) -> None:
-        results = ref_get(backbone.analyse.remote(*windows))
-        for r in results:
-            states[r.source_id].results.append(r)
+    def _analyse(self, backbones, windows, states) -> None:
+        """One batch per backbone actor (one per GPU), run side by side."""
+        n = len(backbones)
+        refs = [b.analyse.remote(*windows[i::n]) for i, b in enumerate(backbones) if windows[i::n]]
+        for results in ref_get(refs):
+            for r in results:
+                states[r.source_id].results.append(r)
 
     def _rows(self, sid: str, results: list[WindowResult], turns) -> dict[str, list[dict]]:
         rows: dict[str, list[dict]] = defaultdict(list)

@@ -32,7 +32,13 @@ def ray_pids(pattern: str) -> list[int]:
     return out
 
 
+def committed(out: Path) -> list[Path]:
+    return [p for p in (out / "sources").glob("*/source.parquet") if not p.parent.name.startswith(".")] if (out / "sources").exists() else []
+
+
 def tables(out: Path) -> dict[str, list[tuple]]:
+    if not committed(out):  # nothing committed yet: an empty result, not a broken one
+        return {t: [] for t in (*TABLES, "sources")}
     con = duckdb.connect()
     got = {t: con.execute(f"SELECT * FROM read_parquet('{out}/sources/*/{t}.parquet') ORDER BY ALL").fetchall() for t in TABLES}
     got["sources"] = con.execute(f"SELECT source_id, status, windows FROM read_parquet('{out}/sources/*/source.parquet') ORDER BY ALL").fetchall()
@@ -114,8 +120,9 @@ def test_interrupted_driver_then_rerun_equals_a_clean_run(inputs, clean, tmp_pat
     out = tmp_path / "out"
     proc = run_cli(inputs, out, fixtures_dir / "tiny-gemma4-unified", "--workers", "1")
     deadline = time.time() + 300
-    while time.time() < deadline and not list((out / "sources").glob("*/source.parquet")) if (out / "sources").exists() else time.time() < deadline:
+    while time.time() < deadline and not committed(out):
         time.sleep(0.05)  # wait for the first committed source, then interrupt mid-run
+    assert committed(out)
     os.kill(proc.pid, sig)
     proc.communicate(timeout=120)
     subprocess.run(["ray", "stop", "--force"], capture_output=True) if sig == signal.SIGKILL else None

@@ -32,3 +32,18 @@ def test_hostile_corpus(tmp_path, media_dir, fixtures_dir):
     assert handled == len(cases)
     by_status = dict(con.execute(f"SELECT status, count(*) FROM read_parquet('{out}/sources/*/source.parquet') GROUP BY 1").fetchall())
     print(f"hostile corpus: {len(cases)} cases, {by_status}")
+
+
+def test_a_source_over_its_time_limit_gets_an_error_row_and_the_run_goes_on(tmp_path, fixtures_dir):
+    from fractions import Fraction
+
+    from synth import tone, write_clip
+
+    long = write_clip(tmp_path / "long.mp4", [40 * i for i in range(25 * 90)], Fraction(1, 1000), audio=tone(90.0))
+    short = write_clip(tmp_path / "short.mp4", [40 * i for i in range(25)], Fraction(1, 1000))
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["run", str(long), str(short), "-o", str(out), "--model", str(fixtures_dir / "tiny-gemma4-unified"),
+                                    "--tasks", "", "--window-s", "2", "--timeout-s", "1.5"])
+    assert res.exit_code == 1, res.output
+    rows = dict(duckdb.connect().execute(f"SELECT path, coalesce(error, status) FROM read_parquet('{out}/sources/*/source.parquet')").fetchall())
+    assert rows[str(long)].startswith("timed out") and rows[str(short)] == "ok"
