@@ -45,8 +45,6 @@ Exit status: 0 all inputs succeeded, 1 some failed (see the sources table), 2 us
 def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_mode, workers, batch_windows, address, device, force,
         source_timeout_s):
     """Process INPUTS (files, folders, globs, stream URLs, - for stdin) into OUTPUT."""
-    from tqdm import tqdm
-
     from .run import build_pipeline
 
     try:
@@ -62,9 +60,11 @@ def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_m
             check_folder(Path(model))
     except Exception as exc:  # noqa: BLE001 - configuration errors stop before any worker starts
         raise click.UsageError(str(exc)) from exc
-    bar = tqdm(desc="windows", unit="win", file=sys.stderr, disable=None)
-    summary = build_pipeline(cfg).run(list(inputs), progress=bar.update)
-    bar.close()
+    progress = _Bars()
+    try:
+        summary = build_pipeline(cfg).run(list(inputs), progress=progress)
+    finally:
+        progress.close()
     click.echo(f"{'source':48s} status")
     for sid in summary.ok:
         click.echo(f"{sid:48s} ok")
@@ -81,6 +81,42 @@ def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_m
                    f"committed (max {max(summary.live_latency_s):.2f} s, {len(summary.live_latency_s)} seconds)")
     click.echo(f"results: {output}/sources/*/<table>.parquet  (query: onepass query {output} \"SELECT ...\")")
     sys.exit(summary.exit_code)
+
+
+class _Bars:
+    """tqdm bars: the whole run (sources) and one per source being processed (windows)."""
+
+    def __init__(self):
+        from tqdm import tqdm
+
+        self.tqdm = tqdm
+        self.total = None
+        self.bars: dict = {}
+
+    def start(self, sources: int) -> None:
+        self.total = self.tqdm(total=sources, desc="sources", unit="src", file=sys.stderr, disable=None, position=0)
+
+    def source(self, source_id, location, duration_ms, window_s) -> None:
+        n = -(-duration_ms // (window_s * 1000)) if duration_ms else None
+        self.bars[source_id] = self.tqdm(total=n, desc=Path(location).name[:30], unit="win", file=sys.stderr,
+                                         disable=None, leave=False, position=len(self.bars) + 1)
+
+    def window(self, source_id) -> None:
+        if source_id in self.bars:
+            self.bars[source_id].update(1)
+
+    def done(self, source_id, error) -> None:
+        bar = self.bars.pop(source_id, None)
+        if bar is not None:
+            bar.close()
+        if self.total is not None:
+            self.total.update(1)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        if self.total is not None:
+            self.total.close()
 
 
 def _connect(output: Path):

@@ -53,6 +53,20 @@ class RunSummary:
         return 1 if self.failed else 0
 
 
+class Progress:
+    """What a run reports as it goes; the CLI draws it (tqdm), the default draws nothing."""
+
+    def start(self, sources: int) -> None: ...
+
+    def source(self, source_id: str, location: str, duration_ms: int | None, window_s: int) -> None: ...
+
+    def window(self, source_id: str) -> None: ...
+
+    def done(self, source_id: str, error: str | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
 def build_pipeline(cfg: RunConfig) -> Pipeline:
     return Pipeline(cfg)
 
@@ -61,6 +75,7 @@ class Pipeline:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.config_fp = cfg.fingerprint()
+        self._progress: Progress | None = None
 
     # -- 1. sources ------------------------------------------------------------------------------
     def plan(self, inputs: list[str]) -> tuple[list[Source], list[Source], list[tuple[str, str]]]:
@@ -75,11 +90,13 @@ class Pipeline:
                 todo.append(s)
         return todo, skip, problems
 
-    def run(self, inputs: list[str], progress=None) -> RunSummary:
+    def run(self, inputs: list[str], progress: Progress | None = None) -> RunSummary:
         from .ray_stages import decode_source, start_backbones, start_ray
 
         todo, skip, problems = self.plan(inputs)
         summary = RunSummary(skipped=[s.id for s in skip])
+        progress = self._progress = progress or Progress()
+        progress.start(len(todo) + len(problems))
         for stale in Path(self.cfg.output).glob("sources/.*.[to][ml][pd]"):  # .tmp / .old left by a killed run
             shutil.rmtree(stale, ignore_errors=True)
         for item, reason in problems:  # an input that names nothing still gets its error row
@@ -131,6 +148,7 @@ class Pipeline:
                 st = states[sid]
                 if kind == "info":
                     st.info = payload
+                    progress.source(sid, st.source.location, payload.get("duration_ms"), self.cfg.window_s)
                 elif kind == "frame":  # live: straight into the backbone's cache
                     backbone.stream_frame.remote(payload, st.info.get("audio_codec") is not None)
                     st.decoded_at.setdefault(payload.window_start_ms, []).append(payload.decoded_at)
@@ -147,8 +165,8 @@ class Pipeline:
                     st.decode_done = True
             if pending and (kind is None or len(pending) >= self.cfg.batch_windows or kind == "done"):
                 self._analyse(backbones, pending, states)
-                if progress:
-                    progress(len(pending))
+                for w in pending:
+                    progress.window(w.source_id)
                 pending = []
             # -- 4. commit finished sources ---------------------------------------------------------
             for sid in list(open_sources):
@@ -230,6 +248,8 @@ class Pipeline:
             summary.failed.append((st.source.location, st.error))
         else:
             summary.ok.append(sid)
+        if self._progress is not None:
+            self._progress.done(sid, st.error)
 
 
 def ref_get(ref):
