@@ -3,22 +3,7 @@ remote stages. Everything it calls is plain Python that runs (and is tested) wit
 
 from __future__ import annotations
 
-import os
-import secrets
-
-
-def local_ray_env() -> None:
-    """Token authentication for a local Ray, set before Ray is imported (it reads these once)."""
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
-        # a fresh secret per local cluster, handed to our own processes through the environment
-        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
-
-local_ray_env()
-
-import ray  # noqa: E402
+import ray
 
 from onepass.operators.decode import DecodeError, MediaReader
 

@@ -91,6 +91,10 @@ class Pipeline:
         return todo, skip, problems
 
     def run(self, inputs: list[str], progress: Progress | None = None) -> RunSummary:
+        if not self.cfg.address:
+            from .ray_env import local_ray_env
+
+            local_ray_env()
         from .ray_stages import decode_source, start_backbones, start_ray
 
         todo, skip, problems = self.plan(inputs)
@@ -215,9 +219,9 @@ class Pipeline:
         now = time.time()
         summary.live_latency_s += [now - t for t in st.decoded_at.pop(res.span.start_ms, [])]
         st.live_windows += 1
-        commit_source(self.cfg.output, st.source.id, {"sources": [self._commit_source_row(st, "live")]})
+        commit_source(self.cfg.output, st.source.id, {"sources": [self._source_row(st, "live")]})
 
-    def _commit_source_row(self, st: SourceState, status: str, windows: int | None = None) -> None:
+    def _source_row(self, st: SourceState, status: str, windows: int | None = None) -> dict:
         info, cfg = st.info, self.cfg
         row = dict(
             source_id=st.source.id, path=st.source.location, size_bytes=info.get("size_bytes"), duration_ms=info.get("duration_ms"),
@@ -242,7 +246,7 @@ class Pipeline:
                 if "diarization" in cfg.tasks else []
             rows = self._rows(sid, results, turns)
         windows = st.live_windows if st.source.is_stream else len(results)
-        rows["sources"] = [self._commit_source_row(st, "error" if st.error else "ok", windows)]
+        rows["sources"] = [self._source_row(st, "error" if st.error else "ok", windows)]
         commit_source(cfg.output, sid, rows)
         if st.error:
             summary.failed.append((st.source.location, st.error))

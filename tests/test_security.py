@@ -48,8 +48,12 @@ def http_status(host: str, port: int, token: str | None) -> int | None:
 
 @pytest.mark.skipif(shutil.which("ss") is None, reason="ss (iproute2) not installed")
 def test_every_port_of_a_local_run_refuses_callers_without_the_token():
-    from onepass.pipeline.ray_stages import start_ray
+    from onepass.pipeline.ray_env import local_ray_env
+
+    local_ray_env()  # what a local run sets before Ray is imported
     import ray
+
+    from onepass.pipeline.ray_stages import start_ray
 
     if ray.is_initialized():
         ray.shutdown()
