@@ -123,17 +123,23 @@ class Pipeline:
 
             with slots:
                 started = time.monotonic()
-                gen = decode_source.remote(state.source, self.cfg)
-                try:
-                    for ref in gen:
-                        kind, payload = ref_get(ref)
-                        feed.put((kind, state.source.id, payload))
-                        if time.monotonic() - started > self.cfg.source_timeout_s and not state.source.is_stream:
-                            ray.cancel(gen, force=True)
-                            feed.put(("error", state.source.id, f"timed out after {self.cfg.source_timeout_s:g} s"))
-                            break
-                except Exception as exc:  # noqa: BLE001 - the worker died (e.g. a crash inside FFmpeg)
-                    feed.put(("error", state.source.id, f"decode worker failed: {type(exc).__name__}: {exc}"))
+                attempts = 1 if state.source.is_stream else 2  # a file is retried once if its worker dies
+                for attempt in range(attempts):
+                    gen = decode_source.remote(state.source, self.cfg)
+                    try:
+                        for ref in gen:
+                            kind, payload = ref_get(ref)
+                            feed.put((kind, state.source.id, payload))
+                            if time.monotonic() - started > self.cfg.source_timeout_s and not state.source.is_stream:
+                                ray.cancel(gen, force=True)
+                                feed.put(("error", state.source.id, f"timed out after {self.cfg.source_timeout_s:g} s"))
+                                break
+                        break
+                    except Exception as exc:  # noqa: BLE001 - the worker died (e.g. a crash inside FFmpeg)
+                        if attempt + 1 < attempts:
+                            feed.put(("reset", state.source.id, None))  # start the source over, cleanly
+                        else:
+                            feed.put(("error", state.source.id, f"decode worker failed: {type(exc).__name__}: {exc}"))
                 feed.put(("done", state.source.id, None))
 
         threads = [threading.Thread(target=drive, args=(st,), daemon=True) for st in states.values()]
@@ -165,6 +171,10 @@ class Pipeline:
                     st.end_stats = payload
                 elif kind == "error":
                     st.error = payload
+                elif kind == "reset":  # its decode worker died: forget this source's partial work
+                    pending = [w for w in pending if w.source_id != sid]
+                    st.results.clear()
+                    st.windows_sent = 0
                 elif kind == "done":
                     st.decode_done = True
             if pending and (kind is None or len(pending) >= self.cfg.batch_windows or kind == "done"):
