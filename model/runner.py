@@ -269,6 +269,7 @@ class StreamSession:
         self.audio_hidden: list[np.ndarray] = []
 
     def _push(self, pieces: list, patches: list[Patches], audio: np.ndarray | None, capture: bool = False) -> torch.Tensor:
+        t0 = time.perf_counter()
         layout = self.r.prompts._encode(pieces)
         dev = self.r.bb.device
         new = torch.ones((1, len(layout)), dtype=torch.long, device=dev)
@@ -280,6 +281,7 @@ class StreamSession:
         if capture:
             self.audio_hidden.append(spk[0][torch.as_tensor(layout.types, device=dev) == AUDIO].float().cpu().numpy())
         self.r.stats.prefill_tokens += len(layout)
+        self.r.stats.seconds += time.perf_counter() - t0
         return hidden
 
     def add_frame(self, frame_ms: int, patches: Patches) -> None:
@@ -317,10 +319,12 @@ class StreamSession:
 
     def finish(self, tasks: list[str]) -> list[str]:
         self.close_media()
+        t0 = time.perf_counter()
         texts = []
         for task in tasks:
             fork = _Batch(cache=copy.deepcopy(self.batch.cache), attn=self.batch.attn, types=self.batch.types)
             first = self.r.append_text(fork, self.r.prompts.suffix(task, self.frames > 0, self.audio_open))
             texts.append(self.r.prompts.decode(self.r.greedy(fork, first)[0]))
         self.r.stats.items += 1
+        self.r.stats.seconds += time.perf_counter() - t0
         return texts
