@@ -16,8 +16,9 @@ between windows):
    Measured on two espeak voices with an untrained 2-layer checkpoint, the hidden-state block
    alone does not separate speakers (all cosine distances 0.05-0.07) while the spectral block
    does (same voice 0.6-1.1, other voice 1.2-1.6). The shipped default model's hidden states
-   did not help either (weight 0.5: DER 9.6% vs 7.6% at weight 0 on 20 held-out clips), so the hidden-state block is computed and carried but weighted
-   ``backbone_weight`` = 0 by default: a checkpoint that knows voices can be given weight.
+   did not help either (weight 0.5: DER 9.6% vs 7.6% at weight 0 on 20 held-out clips), so
+   the hidden-state block is computed and carried but weighted ``backbone_weight`` = 0 by
+   default: a checkpoint that knows voices can be given weight.
 3. The spectral block is standardised with a FIXED reference population (per-source statistics
    stretch a single voice into several: DER 22.9% -> 7.6% on 20 held-out domain clips), and all
    regions of a source are clustered by average-linkage agglomerative clustering on cosine
