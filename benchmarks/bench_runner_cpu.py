@@ -30,8 +30,7 @@ def windows(runner, n: int, seed: int = 7) -> list[Window]:
     out = []
     for i in range(n):
         s = make_sample(rng, runner.prompts, task="captions", window_s=(30, 30))
-        pats = tuple(Patches(p.astype(np.float32) / np.float32(255), pos, int((pos[:, 0] >= 0).sum()), (0, 0))
-                     for p, pos in zip(s["pix"], s["pos"]))
+        pats = tuple(Patches(p, pos, int((pos[:, 0] >= 0).sum()), (0, 0), video=True) for p, pos in zip(s["pix"], s["pos"]))
         out.append(Window(f"w{i}", Span(0, 30000), tuple(s["stamps"]), pats, s["audio"], 0))
     return out
 

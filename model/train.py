@@ -166,7 +166,7 @@ def make_sample(rng: np.random.Generator, prompts_builder, *, window_s: tuple[in
     types = np.concatenate([prefix.types, suffix.types, np.zeros_like(target_ids)])
     labels = np.full_like(ids, -100)
     labels[-target_ids.size :] = target_ids
-    pix = np.stack([np.rint(c.pixel_values * 255).astype(np.uint8) for c in cells])
+    pix = np.stack([c.cells for c in cells])
     pos = np.stack([c.positions for c in cells])
     return dict(ids=ids, types=types, labels=labels, pix=pix, pos=pos, audio=audio, task=task, target=target,
                 stamps=stamps, prompt=prompt, scenes=scenes)

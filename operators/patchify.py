@@ -25,16 +25,29 @@ _RESCALE = np.float32(1 / 255)  # the reference multiplies by float32(1/255)
 
 @dataclass(frozen=True, eq=False)
 class Patches:
-    """One image's model inputs.
+    """One image's model inputs, kept as the resized uint8 cells (4x smaller to ship between
+    processes than float32; the float values are an exact function of them).
 
-    pixel_values: [budget, 6912] float32 in [0, 1], rows >= num_tokens are zero.
+    cells:        [budget, 6912] uint8, rows >= num_tokens are zero.
     positions:    [budget, 2] int64 (x = column, y = row), rows >= num_tokens are -1.
+    pixel_values: [budget, 6912] float32 in [0, 1], as the reference computes it (see patchify).
     """
 
-    pixel_values: np.ndarray
+    cells: np.ndarray
     positions: np.ndarray
     num_tokens: int
     grid_hw: tuple[int, int]
+    video: bool = False
+
+    @property
+    def pixel_values(self) -> np.ndarray:
+        out = np.zeros(self.cells.shape, dtype=np.float32)
+        n = self.num_tokens
+        if self.video:
+            np.divide(self.cells[:n], np.float32(255), out=out[:n], dtype=np.float32)
+        else:
+            np.multiply(self.cells[:n], _RESCALE, out=out[:n], dtype=np.float32)
+        return out
 
 
 def grid_size(height: int, width: int, budget: int) -> tuple[int, int]:
@@ -78,25 +91,22 @@ def patchify(rgb: np.ndarray, budget: int = 70, *, video: bool = False) -> Patch
     gh, gw = out_h // CELL_PX, out_w // CELL_PX
     n = gh * gw
     cells = resized.reshape(gh, CELL_PX, gw, CELL_PX, 3).transpose(0, 2, 1, 3, 4).reshape(n, CELL_VALUES)
-    pixel_values = np.zeros((budget, CELL_VALUES), dtype=np.float32)
-    if video:
-        np.divide(cells, np.float32(255), out=pixel_values[:n], dtype=np.float32)
-    else:
-        np.multiply(cells, _RESCALE, out=pixel_values[:n], dtype=np.float32)
+    padded = np.zeros((budget, CELL_VALUES), dtype=np.uint8)
+    padded[:n] = cells
     positions = np.full((budget, 2), -1, dtype=np.int64)
     k = np.arange(n)
     positions[:n, 0] = k % gw
     positions[:n, 1] = k // gw
-    return Patches(pixel_values=pixel_values, positions=positions, num_tokens=n, grid_hw=(gh, gw))
+    return Patches(cells=padded, positions=positions, num_tokens=n, grid_hw=(gh, gw), video=video)
 
 
 def pad_patches(items: list[Patches], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Stack images to [N, L, 6912] and [N, L, 2] with a common row count L (default: the max budget)."""
-    length = length or max(p.pixel_values.shape[0] for p in items)
+    length = length or max(p.cells.shape[0] for p in items)
     pixel_values = np.zeros((len(items), length, CELL_VALUES), dtype=np.float32)
     positions = np.full((len(items), length, 2), -1, dtype=np.int64)
     for i, p in enumerate(items):
-        rows = min(length, p.pixel_values.shape[0])
+        rows = min(length, p.cells.shape[0])
         if p.num_tokens > length:
             raise ValueError(f"image has {p.num_tokens} tokens, more than the pad length {length}")
         pixel_values[i, :rows] = p.pixel_values[:rows]
