@@ -55,7 +55,7 @@ class PromptBuilder:
         self.video_id, self.audio_id = cfg.video_token_id, cfg.audio_token_id
         self._parts: dict[tuple[bool, bool], list[str]] = {}
 
-    def _template_parts(self, has_video: bool, has_audio: bool) -> list[str]:
+    def template_parts(self, has_video: bool, has_audio: bool) -> list[str]:
         """The rendered template split at its placeholders: [head, (video), (audio), task, tail]."""
         key = (has_video, has_audio)
         if key not in self._parts:
@@ -75,7 +75,7 @@ class PromptBuilder:
             self._parts[key] = parts
         return self._parts[key]
 
-    def _encode(self, pieces: list[tuple[str, int, int, int] | str]) -> Layout:
+    def encode(self, pieces: list[tuple[str, int, int, int] | str]) -> Layout:
         """pieces: text strings or (kind, token_id, count, type) runs; adjacent text is merged."""
         ids: list[np.ndarray] = []
         types: list[np.ndarray] = []
@@ -114,7 +114,7 @@ class PromptBuilder:
     def prefix(self, frame_stamps_ms: list[int], tokens_per_frame: list[int], num_audio_frames: int) -> Layout:
         """The media part of a window (everything before the task text)."""
         has_video, has_audio = bool(frame_stamps_ms), num_audio_frames > 0
-        parts = self._template_parts(has_video, has_audio)
+        parts = self.template_parts(has_video, has_audio)
         pieces: list = [parts[0]]
         i = 1
         if has_video:
@@ -126,12 +126,12 @@ class PromptBuilder:
             pieces += [("tok", self.boa, 1, TEXT), ("mm", self.audio_id, num_audio_frames, AUDIO), ("tok", self.eoa, 1, TEXT)]
             pieces.append(parts[i])
             i += 1
-        return self._encode(pieces)
+        return self.encode(pieces)
 
     def suffix(self, task_text: str, has_video: bool, has_audio: bool) -> Layout:
         """The task text and the generation prompt, appended to a prefix."""
-        parts = self._template_parts(has_video, has_audio)
-        return self._encode([task_text.strip() + parts[-1]])
+        parts = self.template_parts(has_video, has_audio)
+        return self.encode([task_text.strip() + parts[-1]])
 
     def decode(self, ids) -> str:
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=True)

@@ -261,7 +261,7 @@ class StreamSession:
         self.r = runner
         self.start_ms = window_start_ms
         self.has_video, self.has_audio = has_video, has_audio
-        self.parts = runner.prompts._template_parts(has_video, has_audio)
+        self.parts = runner.prompts.template_parts(has_video, has_audio)
         self.batch = runner._new_batch()
         self.frames = 0
         self.audio_frames = 0
@@ -270,7 +270,7 @@ class StreamSession:
 
     def _push(self, pieces: list, patches: list[Patches], audio: np.ndarray | None, capture: bool = False) -> torch.Tensor:
         t0 = time.perf_counter()
-        layout = self.r.prompts._encode(pieces)
+        layout = self.r.prompts.encode(pieces)
         dev = self.r.bb.device
         new = torch.ones((1, len(layout)), dtype=torch.long, device=dev)
         self.batch.attn = torch.cat([self.batch.attn.reshape(1, -1), new], dim=1)
