@@ -3,6 +3,8 @@ remote stages. Everything it calls is plain Python that runs (and is tested) wit
 
 from __future__ import annotations
 
+import warnings
+
 import ray
 
 from onepass.operators.decode import DecodeError, MediaReader
@@ -16,13 +18,17 @@ __all__ = ["start_ray", "decode_source", "BackboneActor", "start_backbones"]
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> None:
     """Join ``address``, or start a local Ray on 127.0.0.1 with no dashboard, no job API, no
-    client server, and token authentication on (its gRPC servers listen on all interfaces:
-    the token is what protects them)."""
+    client server, and token authentication on (see :func:`onepass.pipeline.ray_env.local_ray_env`).
+    Its servers then bind to loopback only; the token still keeps other local users out."""
     if ray.is_initialized():
         return
     if address:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
         return
+    from ray._private import ray_constants
+
+    # what RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 sets when read at import (Ray may be imported earlier)
+    ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(
         _node_ip_address="127.0.0.1",
         include_dashboard=False,
@@ -31,6 +37,8 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
         configure_logging=False,
         runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}},
     )
+    if ray.util.get_node_ip_address() != "127.0.0.1":
+        warnings.warn(f"local Ray took node address {ray.util.get_node_ip_address()}, not 127.0.0.1", stacklevel=2)
 
 
 # at most 8 items (about 8 windows) wait unread per source: decode never runs far ahead of the backbone

@@ -1,5 +1,5 @@
-"""Local Ray: no dashboard, token authentication on, and every port it opens refuses a caller
-without the token (Ray's gRPC servers listen on all interfaces: the token is what protects them)."""
+"""Local Ray: node address 127.0.0.1, no dashboard, every port it opens bound to loopback only, and
+each of them refuses a caller without the token (other users of the same machine)."""
 
 import http.client
 import os
@@ -47,7 +47,7 @@ def http_status(host: str, port: int, token: str | None) -> int | None:
 
 
 @pytest.mark.skipif(shutil.which("ss") is None, reason="ss (iproute2) not installed")
-def test_every_port_of_a_local_run_refuses_callers_without_the_token():
+def test_local_run_listens_on_loopback_only_and_every_port_wants_the_token():
     from onepass.pipeline.ray_env import local_ray_env
 
     local_ray_env()  # what a local run sets before Ray is imported
@@ -61,6 +61,7 @@ def test_every_port_of_a_local_run_refuses_callers_without_the_token():
     try:
         token = os.environ["RAY_AUTH_TOKEN"]
         assert os.environ["RAY_AUTH_MODE"] == "token"
+        assert ray.util.get_node_ip_address() == "127.0.0.1"
         listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
         ours = []
         for line in listening.splitlines():
@@ -70,9 +71,9 @@ def test_every_port_of_a_local_run_refuses_callers_without_the_token():
         assert len(ours) >= 3, listening
         assert not any(name.startswith("dashboard") for *_, name in ours)
         for addr, port, name in ours:
-            host = "127.0.0.1" if addr in ("*", "0.0.0.0", "[::]") else addr.strip("[]")
-            if addr.startswith("127."):
-                continue  # loopback only: not reachable from elsewhere
+            assert re.fullmatch(r"127\.\d+\.\d+\.\d+|\[::ffff:127\.\d+\.\d+\.\d+\]|\[::1\]", addr), \
+                f"{name} listens on {addr}:{port}, not on loopback"
+            host = "127.0.0.1"
             status = http_status(host, port, None)
             if status is not None:  # an HTTP server (the runtime-env agent)
                 assert status == 401, (addr, port, name, status)
