@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import av
-import numpy as np
 
 from onepass.operators.decode import AudioChunk, MediaReader
 

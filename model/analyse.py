@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .records import WindowResult
-from .runner import Runner, StreamSession, Window
+from .records import Window, WindowResult
 from .speakers import region_embeddings
-from .tasks import Prompts, make_answer, parse_captions, parse_transcript
+from .tasks import Prompts, TaskSet, make_answer, parse_captions, parse_transcript
+
+if TYPE_CHECKING:  # the runner imports torch; analyse() with no task to run must not need it
+    from .runner import Runner, StreamSession
 
 __all__ = ["TaskSet", "analyse", "analyse_streamed"]
-
-
-@dataclass(frozen=True)
-class TaskSet:
-    captions: bool = True
-    transcript: bool = True
-    diarization: bool = True
-    questions: tuple[str, ...] = ()
-
-    @classmethod
-    def parse(cls, names: str, questions: tuple[str, ...] = ()) -> TaskSet:
-        """From a comma list like ``captions,transcript,diarization``."""
-        wanted = {n.strip().lower() for n in names.split(",") if n.strip()}
-        known = {"captions", "transcript", "diarization"}
-        if wanted - known:
-            raise ValueError(f"unknown task(s) {sorted(wanted - known)}; choose from {sorted(known)}")
-        return cls("captions" in wanted, "transcript" in wanted, "diarization" in wanted, tuple(questions))
 
 
 def _prompts_for(w: Window, tasks: TaskSet, prompts: Prompts) -> list[tuple[str, str]]:
@@ -81,6 +66,8 @@ def analyse_streamed(runner: Runner, session: StreamSession | None, w: Window, t
                      prompts: Prompts = Prompts()) -> WindowResult:
     """Finish a live window whose frames are already in ``session``'s cache: its audio goes in
     after the last frame (the one-shot layout), then every task decodes from that cache."""
+    from .runner import StreamSession
+
     session = session or StreamSession(runner, w.span.start_ms, has_video=False, has_audio=w.has_audio)
     want_speech = tasks.diarization and w.has_audio
     session.add_audio(w.audio, capture=want_speech)

@@ -1,4 +1,4 @@
-"""Typed, immutable results of the backbone, all with integer-millisecond spans.
+"""Typed, immutable records: the backbone's input window and its results, all with integer-millisecond spans.
 
 One class per kind of finding (a caption is not a transcript segment with optional fields).
 Derive new records with :func:`dataclasses.replace`.
@@ -7,12 +7,36 @@ Derive new records with :func:`dataclasses.replace`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from onepass.operators.spans import Span
 
-__all__ = ["Caption", "Segment", "SpeakerTurn", "Answer", "WindowResult"]
+if TYPE_CHECKING:  # patchify imports torch; a window record must not (decode workers stay light)
+    from onepass.operators.patchify import Patches
+
+__all__ = ["Window", "Caption", "Segment", "SpeakerTurn", "Answer", "WindowResult"]
+
+
+@dataclass(frozen=True, eq=False)
+class Window:
+    """Model-ready inputs of one window of one source (times relative to the source)."""
+
+    source_id: str
+    span: Span
+    frame_ms: tuple[int, ...]
+    patches: tuple[Patches, ...]
+    audio: np.ndarray  # [n, 640] float32
+    audio_start_ms: int
+
+    @property
+    def has_video(self) -> bool:
+        return bool(self.frame_ms)
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio.shape[0] > 0
 
 
 @dataclass(frozen=True)

@@ -24,32 +24,12 @@ import numpy as np
 import torch
 
 from onepass.operators.patchify import Patches
-from onepass.operators.spans import Span
 
 from .load import Backbone
+from .records import Window
 from .prompt import AUDIO, TEXT, VIDEO, Layout, PromptBuilder
 
 __all__ = ["Window", "Runner", "StreamSession", "Throughput"]
-
-
-@dataclass(frozen=True, eq=False)
-class Window:
-    """Model-ready inputs of one window of one source (times relative to the source)."""
-
-    source_id: str
-    span: Span
-    frame_ms: tuple[int, ...]
-    patches: tuple[Patches, ...]
-    audio: np.ndarray  # [n, 640] float32
-    audio_start_ms: int
-
-    @property
-    def has_video(self) -> bool:
-        return bool(self.frame_ms)
-
-    @property
-    def has_audio(self) -> bool:
-        return self.audio.shape[0] > 0
 
 
 @dataclass

@@ -17,7 +17,24 @@ from onepass.operators.spans import Span, ms_to_clock
 
 from .records import Answer, Caption, Segment
 
-__all__ = ["Prompts", "parse_captions", "parse_transcript", "format_captions", "format_transcript", "make_answer"]
+__all__ = ["TaskSet", "Prompts", "parse_captions", "parse_transcript", "format_captions", "format_transcript", "make_answer"]
+
+
+@dataclass(frozen=True)
+class TaskSet:
+    captions: bool = True
+    transcript: bool = True
+    diarization: bool = True
+    questions: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, names: str, questions: tuple[str, ...] = ()) -> TaskSet:
+        """From a comma list like ``captions,transcript,diarization``."""
+        wanted = {n.strip().lower() for n in names.split(",") if n.strip()}
+        known = {"captions", "transcript", "diarization"}
+        if wanted - known:
+            raise ValueError(f"unknown task(s) {sorted(wanted - known)}; choose from {sorted(known)}")
+        return cls("captions" in wanted, "transcript" in wanted, "diarization" in wanted, tuple(questions))
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ Examples:
   onepass run clip.mp4 -o out --model /models/gemma-4-12B-it --tasks transcript,diarization
   onepass run tcp://127.0.0.1:9000 -o out          (a live stream: rows every window)
 \b
-Exit status: 0 all inputs succeeded, 1 some failed (see the sources table), 2 usage error.""")
+Exit status: 0 all inputs succeeded, 1 some failed (see the sources table), 2 usage error,
+130 stopped by Ctrl-C (a live stream's committed windows stay; its row says 'stopped').""")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output folder (Parquet tables).")
 @click.option("--model", type=click.Path(path_type=Path), default=None, help="Local Hugging Face folder of a Gemma 4 Unified checkpoint (safetensors). Default: the bundled small model.")
@@ -37,21 +38,25 @@ Exit status: 0 all inputs succeeded, 1 some failed (see the sources table), 2 us
 @click.option("--decode-mode", type=click.Choice(["fast", "exact"]), default=_DEFAULTS.decode_mode, show_default=True, help="fast skips unreferenced frames (kept frame may lag by <= 250 ms).")
 @click.option("--workers", type=int, default=_DEFAULTS.workers, show_default=True, help="Sources decoded at once.")
 @click.option("--batch", "batch_windows", type=int, default=_DEFAULTS.batch_windows, show_default=True, help="Windows per backbone batch.")
+@click.option("--patch-actors", type=int, default=None, help="Patchify actor pool size (default: one per 4 CPUs of the cluster, at least 1).")
 @click.option("--address", default=None, help="Join an existing Ray cluster instead of starting a local one.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
 @click.option("--force", is_flag=True, help="Redo sources already committed.")
 @click.option("--timeout-s", "source_timeout_s", type=float, default=_DEFAULTS.source_timeout_s, show_default=True,
               help="Give up on a (non-live) source after this many seconds; it gets an error row.")
-def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_mode, workers, batch_windows, address, device, force,
-        source_timeout_s):
+@click.option("--stream-timeout-s", type=float, default=_DEFAULTS.stream_timeout_s, show_default=True,
+              help="A live stream that delivers nothing for this long has ended (UDP has no end-of-stream).")
+def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_mode, workers, batch_windows, patch_actors, address,
+        device, force, source_timeout_s, stream_timeout_s):
     """Process INPUTS (files, folders, globs, stream URLs, - for stdin) into OUTPUT."""
     from .run import build_pipeline
 
     try:
         cfg = RunConfig(output=output, model=model, tasks=tasks, questions=tuple(questions), fps=fps, budget=int(budget),
                         window_s=window_s, decode_mode=decode_mode, workers=workers, batch_windows=batch_windows,
-                        address=address, device=device, force=force, source_timeout_s=source_timeout_s)
-        from onepass.model.analyse import TaskSet
+                        patch_actors=patch_actors, address=address, device=device, force=force, source_timeout_s=source_timeout_s,
+                        stream_timeout_s=stream_timeout_s)
+        from onepass.model.tasks import TaskSet
 
         TaskSet.parse(tasks, tuple(questions))
         if model is not None:
@@ -72,6 +77,10 @@ def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_m
         click.echo(f"{sid:48s} skipped (already done; --force to redo)")
     for loc, why in summary.failed:
         click.echo(f"{str(loc)[:48]:48s} FAILED: {why}")
+    for sid in summary.stopped:
+        click.echo(f"{sid:48s} stopped (live stream ended by Ctrl-C; its committed windows are kept)")
+    if summary.interrupted:
+        click.echo("interrupted: sources not listed above were not committed; rerun the same command to do them")
     if summary.throughput:
         click.echo(f"backbone: {summary.throughput}")
     if summary.live_latency_s:

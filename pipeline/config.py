@@ -26,6 +26,8 @@ class RunConfig:
     decode_mode: str = "fast"
     workers: int = 2  # sources decoded at once
     batch_windows: int = 4  # windows per backbone batch
+    patch_actors: int | None = None  # patchify pool size; None: one per 4 CPUs of the cluster (at least 1)
+    audio_actors: int = 1  # audio-frame pool size (framing is a reshape: one keeps up with many sources)
     max_new_tokens: int = 256
     address: str | None = None  # join an existing Ray cluster
     force: bool = False
@@ -33,6 +35,7 @@ class RunConfig:
     dtype: str | None = None
     num_speakers: int | None = None
     source_timeout_s: float = 3600.0
+    stream_timeout_s: float = 10.0  # a live stream that delivers nothing for this long has ended (UDP has no end)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):

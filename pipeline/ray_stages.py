@@ -3,6 +3,7 @@ remote stages. Everything it calls is plain Python that runs (and is tested) wit
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import ray
@@ -11,9 +12,9 @@ from onepass.operators.decode import DecodeError, MediaReader
 
 from .config import RunConfig
 from .sources import Source
-from .windows import LiveFrame, iter_windows
+from .windows import AudioPart, FramePart, WindowSpec, cut_windows
 
-__all__ = ["start_ray", "decode_source", "BackboneActor", "start_backbones"]
+__all__ = ["start_ray", "decode_source", "PatchifyActor", "AudioFrameActor", "OperatorPools", "BackboneActor", "start_backbones", "on_this_node"]
 
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> None:
@@ -41,12 +42,18 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
         warnings.warn(f"local Ray took node address {ray.util.get_node_ip_address()}, not 127.0.0.1", stacklevel=2)
 
 
-# at most 8 items (about 8 windows) wait unread per source: decode never runs far ahead of the backbone
+# Per kept frame the decode task yields a small header and then the frame itself; per window its
+# audio samples (header + array) and the window's spec. Objects a generator yields are owned by
+# the caller (the driver), which hands the frame/audio refs to the pools WITHOUT fetching them:
+# pixels and samples go decode -> object store -> pool actor -> object store -> backbone.
+# At most 8 objects wait unread per source, so decode never runs far ahead of the driver.
 @ray.remote(num_cpus=1, max_retries=0, _generator_backpressure_num_objects=8)
 def decode_source(source: Source, cfg: RunConfig):
-    """Streams ('info', dict), then ('window', Window)..., then ('end', stats) or ('error', reason)."""
+    """Streams ('info', dict); then ('frame', k, frame_ms, decoded_at) + rgb,
+    ('audio', k) + samples, ('window', WindowSpec)...; then ('end', stats) or ('error', reason)."""
     try:
-        with MediaReader(source.location, fps=cfg.fps, mode=cfg.decode_mode) as media:
+        read_timeout_s = cfg.stream_timeout_s if source.is_stream else 30.0
+        with MediaReader(source.location, fps=cfg.fps, mode=cfg.decode_mode, read_timeout_s=read_timeout_s) as media:
             info = media.info
             yield ("info", {
                 "size_bytes": info.size_bytes, "duration_ms": info.duration_ms, "start_offset_ms": info.start_ms,
@@ -54,8 +61,15 @@ def decode_source(source: Source, cfg: RunConfig):
                 "width": info.width, "height": info.height, "fps": info.avg_fps,
                 "sample_rate_hz": info.sample_rate_hz, "channels": info.channels,
             })
-            for item in iter_windows(media, source.id, window_s=cfg.window_s, budget=cfg.budget, live=source.is_stream):
-                yield ("frame", item) if isinstance(item, LiveFrame) else ("window", item)
+            for part in cut_windows(media, source.id, window_s=cfg.window_s):
+                if isinstance(part, FramePart):
+                    yield ("frame", part.index, part.frame_ms, part.decoded_at)
+                    yield part.rgb
+                elif isinstance(part, AudioPart):
+                    yield ("audio", part.index)
+                    yield part.samples
+                else:
+                    yield ("window", part)
             yield ("end", {"corrupt_packets": media.stats.corrupt_packets, "errors": media.stats.errors})
     except DecodeError as exc:
         yield ("error", exc.reason)
@@ -63,48 +77,119 @@ def decode_source(source: Source, cfg: RunConfig):
         yield ("error", f"{type(exc).__name__}: {exc}")
 
 
-@ray.remote(max_restarts=2, max_task_retries=2)
-class BackboneActor:
-    """One per device, shared by all sources: batches windows through the runner."""
+# The operator pools hold no CPU reservation (num_cpus=0, as Ray's default for a running actor):
+# they are light numpy/torch work and must not keep decode tasks from being scheduled on a
+# 2-core machine; the OS shares the cores. A killed pool actor restarts and its call is retried.
+@ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)
+class PatchifyActor:
+    """RGB frame -> 48x48x3 cells + positions (operators.patchify), one frame per call."""
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, budget: int):
         import torch
 
-        from onepass.model.load import load_backbone
-        from onepass.model.runner import Runner
+        torch.set_num_threads(1)
+        self.budget = budget
 
-        torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
-        self.backbone = load_backbone(cfg.model, device=cfg.device, dtype=cfg.dtype)
-        self.runner = Runner(self.backbone, max_new_tokens=cfg.max_new_tokens)
-        from onepass.model.analyse import TaskSet
+    def patchify(self, rgb):
+        from onepass.operators.patchify import patchify
+
+        return patchify(rgb, self.budget, video=True)
+
+
+@ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)
+class AudioFrameActor:
+    """A window's 16 kHz samples -> [n, 640] frames (operators.audio), the last one zero-padded."""
+
+    def frame(self, samples):
+        from onepass.operators.audio import frame_audio
+
+        return frame_audio(samples)[0]
+
+
+class OperatorPools:
+    """The patchify and audio-frame actor pools; calls go round robin and return ObjectRefs."""
+
+    def __init__(self, cfg: RunConfig):
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        n_patch = cfg.patch_actors or max(1, cpus // 4)
+        n_audio = cfg.audio_actors or 1
+        self.patchifiers = [PatchifyActor.remote(cfg.budget) for _ in range(n_patch)]
+        self.framers = [AudioFrameActor.remote() for _ in range(n_audio)]
+        self._turn = itertools.count()
+
+    def patchify(self, rgb_ref):
+        return self.patchifiers[next(self._turn) % len(self.patchifiers)].patchify.remote(rgb_ref)
+
+    def frame_audio(self, samples_ref):
+        return self.framers[next(self._turn) % len(self.framers)].frame.remote(samples_ref)
+
+
+@ray.remote(max_restarts=2, max_task_retries=2)
+class BackboneActor:
+    """One per device, shared by all sources: batches windows through the runner. Windows arrive
+    as specs plus their arrays (patches, audio frames), which Ray resolves from the pools'
+    results in the object store. With no task asked for, the model is not loaded."""
+
+    def __init__(self, cfg: RunConfig):
+        from onepass.model.tasks import TaskSet
 
         self.tasks = TaskSet.parse(cfg.tasks, cfg.questions)
-
+        self.runner = None
         self.sessions = {}
+        if self.tasks != TaskSet(False, False, False):
+            import torch
 
-    def analyse(self, *windows):
+            from onepass.model.load import load_backbone
+            from onepass.model.runner import Runner
+
+            torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+            self.backbone = load_backbone(cfg.model, device=cfg.device, dtype=cfg.dtype)
+            self.runner = Runner(self.backbone, max_new_tokens=cfg.max_new_tokens)
+
+    def analyse(self, specs: list[WindowSpec], *arrays):
+        """``arrays``: for each spec in order, its patches (one per frame) then its audio frames (if any)."""
         from onepass.model.analyse import analyse
 
-        return analyse(self.runner, list(windows), self.tasks)
+        windows, pos = [], 0
+        for spec in specs:
+            n = len(spec.frame_ms)
+            patches, pos = arrays[pos: pos + n], pos + n
+            audio = None
+            if spec.audio_frames:
+                audio, pos = arrays[pos], pos + 1
+            windows.append(spec.window(patches, audio))
+        return analyse(self.runner, windows, self.tasks)
 
-    def stream_frame(self, frame: LiveFrame, has_audio: bool) -> None:
+    def stream_frame(self, source_id: str, window_start_ms: int, frame_ms: int, patches, has_audio: bool) -> None:
         """Prefill a live frame into its window's cache as soon as it is decoded."""
+        if self.runner is None:
+            return
         from onepass.model.runner import StreamSession
 
-        key = (frame.source_id, frame.window_start_ms)
+        key = (source_id, window_start_ms)
         if key not in self.sessions:
-            self.sessions[key] = StreamSession(self.runner, frame.window_start_ms, has_video=True, has_audio=has_audio)
-        self.sessions[key].add_frame(frame.frame_ms, frame.patches)
+            self.sessions[key] = StreamSession(self.runner, window_start_ms, has_video=True, has_audio=has_audio)
+        self.sessions[key].add_frame(frame_ms, patches)
 
-    def stream_window(self, window):
+    def stream_window(self, spec: WindowSpec, audio=None):
         """The live window's audio and tasks, on top of the frames already prefilled."""
-        from onepass.model.analyse import analyse_streamed
+        from onepass.model.analyse import analyse, analyse_streamed
 
-        session = self.sessions.pop((window.source_id, window.span.start_ms), None)
+        window = spec.window((), audio)
+        session = self.sessions.pop((spec.source_id, spec.span.start_ms), None)
+        if self.runner is None:
+            return analyse(None, [window], self.tasks)[0]
         return analyse_streamed(self.runner, session, window, self.tasks)
 
     def throughput(self) -> str:
-        return self.runner.stats.line()
+        return self.runner.stats.line() if self.runner is not None else "backbone: not loaded (no task asked for)"
+
+
+def on_this_node() -> dict:
+    """Task options that pin a task to the driver's machine (a decoder reading a local pipe)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)}
 
 
 def start_backbones(cfg: RunConfig) -> list:

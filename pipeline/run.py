@@ -8,11 +8,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import queue
 import shutil
 import threading
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +22,12 @@ from onepass.model.records import WindowResult
 from onepass.model.speakers import assign_speakers, label_segments
 
 from .config import RunConfig
-from .sources import Source, _safe_id, content_fingerprint, expand_inputs
+from .sources import Source, _safe_id, content_fingerprint, expand_inputs, stdin_fifo
 from .writers import commit_source, read_committed
 
 __all__ = ["build_pipeline", "Pipeline", "RunSummary"]
+
+MAX_FRAMES_IN_POOL = 16  # per source: decoded frames waiting for (or in) the patchify pool
 
 
 @dataclass
@@ -45,12 +49,14 @@ class RunSummary:
     ok: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)  # live streams ended by Ctrl-C
+    interrupted: bool = False  # Ctrl-C: sources not yet committed are left for a rerun
     throughput: str = ""
     live_latency_s: list[float] = field(default_factory=list)  # per live second: decoded -> rows committed
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        return 130 if self.interrupted else 1 if self.failed else 0
 
 
 class Progress:
@@ -95,7 +101,9 @@ class Pipeline:
             from .ray_env import local_ray_env
 
             local_ray_env()
-        from .ray_stages import decode_source, start_backbones, start_ray
+        import ray
+
+        from .ray_stages import OperatorPools, decode_source, on_this_node, start_backbones, start_ray
 
         todo, skip, problems = self.plan(inputs)
         summary = RunSummary(skipped=[s.id for s in skip])
@@ -111,29 +119,27 @@ class Pipeline:
         start_ray(self.cfg.address)
         backbones = start_backbones(self.cfg)
         backbone = backbones[0]  # live streams keep their KV caches on the first one
+        pools = OperatorPools(self.cfg)
         feed: queue.Queue = queue.Queue(maxsize=max(2, 2 * self.cfg.batch_windows))  # backpressure
         states = {s.id: SourceState(s) for s in todo}
         slots = threading.Semaphore(self.cfg.workers)
 
         # -- 2. decode: one thread per source drives its Ray generator task ----------------------
         def drive(state: SourceState):
-            import time
-
-            import ray
-
             with slots:
                 started = time.monotonic()
                 attempts = 1 if state.source.is_stream else 2  # a file is retried once if its worker dies
+                source, options = state.source, {}
+                if source.location == "pipe:0":  # stdin: handed over through a local named pipe
+                    source, options = dataclasses.replace(source, location=stdin_fifo()), on_this_node()
                 for attempt in range(attempts):
-                    gen = decode_source.remote(state.source, self.cfg)
+                    gen = decode_source.options(**options).remote(source, self.cfg)
                     try:
-                        for ref in gen:
-                            kind, payload = ref_get(ref)
-                            feed.put((kind, state.source.id, payload))
-                            if time.monotonic() - started > self.cfg.source_timeout_s and not state.source.is_stream:
-                                ray.cancel(gen, force=True)
-                                feed.put(("error", state.source.id, f"timed out after {self.cfg.source_timeout_s:g} s"))
-                                break
+                        self._follow(gen, state, pools, feed, started)
+                        break
+                    except TimeoutError as exc:
+                        ray.cancel(gen, force=True)
+                        feed.put(("error", state.source.id, str(exc)))
                         break
                     except Exception as exc:  # noqa: BLE001 - the worker died (e.g. a crash inside FFmpeg)
                         if attempt + 1 < attempts:
@@ -147,57 +153,113 @@ class Pipeline:
             t.start()
 
         # -- 3. batch windows from all sources into the backbone ---------------------------------
-        pending: list = []
+        pending: list = []  # (WindowSpec, [refs of its patches and audio frames])
         open_sources = set(states)
-        while open_sources:
-            try:
-                kind, sid, payload = feed.get(timeout=0.2 if pending else None)
-            except queue.Empty:
-                kind = None
-            if kind is not None:
+        try:
+            while open_sources:
+                try:
+                    kind, sid, payload = feed.get(timeout=0.2 if pending else None)
+                except queue.Empty:
+                    kind = None
+                if kind is not None:
+                    st = states[sid]
+                    if kind == "info":
+                        st.info = payload
+                        progress.source(sid, st.source.location, payload.get("duration_ms"), self.cfg.window_s)
+                    elif kind == "frame":  # live: straight into the backbone's cache
+                        start_ms, frame_ms, patches, decoded_at = payload
+                        backbone.stream_frame.remote(sid, start_ms, frame_ms, patches, st.info.get("audio_codec") is not None)
+                        st.decoded_at.setdefault(start_ms, []).append(decoded_at)
+                    elif kind == "window" and st.source.is_stream:
+                        spec, refs = payload
+                        self._commit_live_window(st, ray.get(backbone.stream_window.remote(spec, *refs)), summary)
+                        progress.window(sid)
+                    elif kind == "window":
+                        pending.append(payload)
+                        st.windows_sent += 1
+                    elif kind == "end":
+                        st.end_stats = payload
+                    elif kind == "error":
+                        st.error = payload
+                    elif kind == "reset":  # its decode worker died: forget this source's partial work
+                        pending = [w for w in pending if w[0].source_id != sid]
+                        st.results.clear()
+                        st.windows_sent = 0
+                    elif kind == "done":
+                        st.decode_done = True
+                if pending and (kind is None or len(pending) >= self.cfg.batch_windows or kind == "done"):
+                    self._analyse(backbones, pending, states)
+                    for spec, _ in pending:
+                        progress.window(spec.source_id)
+                    pending = []
+                # -- 4. commit finished sources -----------------------------------------------------
+                for sid in list(open_sources):
+                    st = states[sid]
+                    if st.decode_done and not pending and len(st.results) >= st.windows_sent:
+                        self._commit(st, summary)
+                        open_sources.discard(sid)
+        except KeyboardInterrupt:
+            # Ctrl-C: a live stream's committed windows are its result; its row says it was stopped.
+            # Files not yet committed stay uncommitted (a rerun does them); nothing written is touched.
+            for sid in open_sources:
                 st = states[sid]
-                if kind == "info":
-                    st.info = payload
-                    progress.source(sid, st.source.location, payload.get("duration_ms"), self.cfg.window_s)
-                elif kind == "frame":  # live: straight into the backbone's cache
-                    backbone.stream_frame.remote(payload, st.info.get("audio_codec") is not None)
-                    st.decoded_at.setdefault(payload.window_start_ms, []).append(payload.decoded_at)
-                elif kind == "window" and st.source.is_stream:
-                    self._commit_live_window(st, ref_get(backbone.stream_window.remote(payload)), summary)
-                elif kind == "window":
-                    pending.append(payload)
-                    st.windows_sent += 1
-                elif kind == "end":
-                    st.end_stats = payload
-                elif kind == "error":
-                    st.error = payload
-                elif kind == "reset":  # its decode worker died: forget this source's partial work
-                    pending = [w for w in pending if w.source_id != sid]
-                    st.results.clear()
-                    st.windows_sent = 0
-                elif kind == "done":
-                    st.decode_done = True
-            if pending and (kind is None or len(pending) >= self.cfg.batch_windows or kind == "done"):
-                self._analyse(backbones, pending, states)
-                for w in pending:
-                    progress.window(w.source_id)
-                pending = []
-            # -- 4. commit finished sources ---------------------------------------------------------
-            for sid in list(open_sources):
-                st = states[sid]
-                if st.decode_done and not pending and len(st.results) >= st.windows_sent:
-                    self._commit(st, summary)
-                    open_sources.discard(sid)
+                if st.source.is_stream and st.info:
+                    commit_source(self.cfg.output, sid, {"sources": [self._source_row(st, "stopped")]})
+                    summary.stopped.append(sid)
+            summary.interrupted = True
+            return summary
         for t in threads:
             t.join(timeout=5)
-        summary.throughput = ref_get(backbone.throughput.remote())
+        summary.throughput = ray.get(backbone.throughput.remote())
         return summary
 
+    def _follow(self, gen, st: SourceState, pools, feed: queue.Queue, started: float) -> None:
+        """Read one decode generator: small headers are fetched, frames and audio are not - their
+        refs go to the operator pools, and the pools' result refs travel on to the backbone."""
+        import ray
+
+        sid, live = st.source.id, st.source.is_stream
+        width = self.cfg.window_s * 1000
+        patches: dict[int, list] = defaultdict(list)
+        audio: dict[int, object] = {}
+        in_pool: deque = deque()  # patchify calls not yet known finished: bounds frames held in memory
+        items = iter(gen)
+        for ref in items:
+            head = ray.get(ref)
+            kind = head[0]
+            if kind == "frame":
+                _, k, frame_ms, decoded_at = head
+                p = pools.patchify(next(items))
+                if live:
+                    feed.put(("frame", sid, (k * width, frame_ms, p, decoded_at)))
+                else:
+                    patches[k].append(p)
+                in_pool.append(p)
+                if len(in_pool) > MAX_FRAMES_IN_POOL:
+                    ray.wait([in_pool.popleft()], fetch_local=False)
+            elif kind == "audio":
+                audio[head[1]] = pools.frame_audio(next(items))
+            elif kind == "window":
+                spec = head[1]
+                refs = patches.pop(spec.index, []) + ([audio.pop(spec.index)] if spec.index in audio else [])
+                feed.put(("window", sid, (spec, refs)))
+            else:  # info, end, error
+                feed.put((kind, sid, head[1]))
+            if not live and time.monotonic() - started > self.cfg.source_timeout_s:
+                raise TimeoutError(f"timed out after {self.cfg.source_timeout_s:g} s")
+
     def _analyse(self, backbones, windows, states) -> None:
-        """One batch per backbone actor (one per GPU), run side by side."""
+        """One batch per backbone actor (one per GPU), run side by side. The arrays go as top-level
+        ObjectRef arguments: Ray hands the actor the pools' results straight from the object store."""
+        import ray
+
         n = len(backbones)
-        refs = [b.analyse.remote(*windows[i::n]) for i, b in enumerate(backbones) if windows[i::n]]
-        for results in ref_get(refs):
+        calls = []
+        for i, b in enumerate(backbones):
+            part = windows[i::n]
+            if part:
+                calls.append(b.analyse.remote([spec for spec, _ in part], *[r for _, refs in part for r in refs]))
+        for results in ray.get(calls):
             for r in results:
                 states[r.source_id].results.append(r)
 
@@ -266,7 +328,3 @@ class Pipeline:
             self._progress.done(sid, st.error)
 
 
-def ref_get(ref):
-    import ray
-
-    return ray.get(ref)

@@ -6,6 +6,10 @@ import glob
 import hashlib
 import os
 import re
+import shutil
+import sys
+import tempfile
+import threading
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -13,7 +17,7 @@ from pathlib import Path
 
 from .config import MEDIA_EXTENSIONS, STREAM_SCHEMES
 
-__all__ = ["Source", "expand_inputs", "content_fingerprint"]
+__all__ = ["Source", "expand_inputs", "content_fingerprint", "stdin_fifo"]
 
 
 @dataclass(frozen=True)
@@ -87,3 +91,25 @@ def content_fingerprint(location: str) -> str:
     except OSError:
         return "unreadable"
     return h.hexdigest()[:16]
+
+
+def stdin_fifo() -> str:
+    """This process's standard input for a decoder in another process (a Ray worker, which does
+    not share it): a named pipe, mode 0600, in a private temporary folder, fed by a thread.
+    The decoder must run on this machine."""
+    folder = tempfile.mkdtemp(prefix="onepass-stdin-")
+    path = os.path.join(folder, "stdin")
+    os.mkfifo(path, 0o600)
+
+    def pump() -> None:
+        try:
+            with open(path, "wb") as out:  # blocks until the decoder opens it
+                while chunk := sys.stdin.buffer.read1(1 << 16):
+                    out.write(chunk)
+        except OSError:  # the decoder went away: nothing more to hand over
+            pass
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    threading.Thread(target=pump, name="stdin-pump", daemon=True).start()
+    return path

@@ -1,4 +1,16 @@
-"""Cut a decoded source into backbone windows (no Ray): kept frames + 40 ms audio frames."""
+"""Cut a decoded source into backbone windows (no Ray).
+
+:func:`cut_windows` is the one place that decides which frame and which 40 ms of audio belong to
+which window, and when a window is complete. It hands out raw parts as they are decoded:
+
+* :class:`FramePart` - a kept RGB frame, the moment it is decoded (live streams prefill it at once);
+* :class:`AudioPart` - a window's samples, cut on the 40 ms frame grid, once the window is complete;
+* :class:`WindowSpec` - the window is complete: its span, frame times and audio start.
+
+Who patchifies and frames the parts is the caller's business: :func:`iter_windows` does it in
+this process (tests, benchmarks, the no-Ray baseline); the Ray pipeline sends the parts to its
+patchify and audio-frame actor pools and the backbone receives the results by reference.
+"""
 
 from __future__ import annotations
 
@@ -8,75 +20,147 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onepass.model.runner import Window
-from onepass.operators.audio import FRAME_MS, AudioFramer
+from onepass.model.records import Window
+from onepass.operators.audio import FRAME_MS, FRAME_SAMPLES, frame_audio
 from onepass.operators.decode import AudioChunk, MediaReader, VideoFrame
-from onepass.operators.patchify import Patches, patchify
 from onepass.operators.spans import Span
 
-__all__ = ["iter_windows", "LiveFrame"]
+__all__ = ["FramePart", "AudioPart", "WindowSpec", "cut_windows", "iter_windows", "MIN_TAIL_MS"]
 
-MIN_TAIL_MS = 1000
+MIN_TAIL_MS = 1000  # an audio-only last window shorter than this is codec padding, not a window
 
 
 @dataclass(frozen=True, eq=False)
-class LiveFrame:
-    """A kept frame handed on at once (live mode), for the backbone's streaming prefill."""
-
-    source_id: str
-    window_start_ms: int
+class FramePart:
+    index: int  # window index k: the window is [k*W, (k+1)*W)
     frame_ms: int
-    patches: Patches
+    rgb: np.ndarray  # (H, W, 3) uint8
     decoded_at: float  # time.time() when it left the decoder
 
 
-def iter_windows(reader: MediaReader, source_id: str, *, window_s: int = 30, budget: int = 70,
-                 live: bool = False) -> Iterator[Window | LiveFrame]:
-    """Windows [k*W, (k+1)*W) in order; each is emitted once both streams have passed its end.
+@dataclass(frozen=True, eq=False)
+class AudioPart:
+    """Samples of every 40 ms frame that starts inside window ``index``; a multiple of 640 samples
+    except for the stream's last part, whose last frame is zero-padded by :func:`frame_audio`."""
 
-    ``live``: every kept frame is also yielded at once as a :class:`LiveFrame`, and the window
-    that follows carries its frame times but not their patches (they are already in the
-    backbone's cache)."""
+    index: int
+    samples: np.ndarray  # float32, 16 kHz mono
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """A complete window, without its arrays: what the backbone needs to rebuild a :class:`Window`."""
+
+    source_id: str
+    index: int
+    span: Span
+    frame_ms: tuple[int, ...]
+    audio_start_ms: int
+    audio_frames: int
+
+    def window(self, patches: tuple = (), audio: np.ndarray | None = None) -> Window:
+        if audio is None:
+            audio = np.zeros((0, FRAME_SAMPLES), np.float32)
+        if audio.shape[0] != self.audio_frames:
+            raise ValueError(f"{self.source_id} window {self.index}: {audio.shape[0]} audio frames, expected {self.audio_frames}")
+        return Window(self.source_id, self.span, self.frame_ms, tuple(patches), audio, self.audio_start_ms)
+
+
+class _Samples:
+    """Audio samples on the 40 ms grid of the first chunk's start (frame i starts at origin + 40 i)."""
+
+    def __init__(self) -> None:
+        self.origin_ms: int | None = None
+        self.chunks: list[np.ndarray] = []
+        self.first = 0  # absolute index of the first sample still held
+        self.total = 0  # samples received
+
+    def push(self, chunk: AudioChunk) -> None:
+        if self.origin_ms is None:
+            self.origin_ms = int(chunk.start_ms)
+        samples = np.asarray(chunk.samples, np.float32).reshape(-1)
+        self.chunks.append(samples)
+        self.total += samples.size
+
+    def first_frame(self, k: int, width: int) -> int:
+        """Index of the first 40 ms frame starting at or after k*W."""
+        if self.origin_ms is None:
+            return 0
+        return max(0, -(-(k * width - self.origin_ms) // FRAME_MS))
+
+    def take(self, lo: int, hi: int) -> np.ndarray:
+        """Samples [lo, hi) (absolute indices, lo >= everything taken before); frees what precedes hi."""
+        buf = np.concatenate(self.chunks) if len(self.chunks) > 1 else (self.chunks[0] if self.chunks else np.zeros(0, np.float32))
+        lo, hi = max(lo, self.first), min(hi, self.first + buf.size)
+        out = buf[lo - self.first: hi - self.first].copy() if hi > lo else np.zeros(0, np.float32)
+        rest = buf[max(0, hi - self.first):]
+        self.chunks, self.first = ([rest] if rest.size else []), max(self.first, hi)
+        return out
+
+
+def cut_windows(reader: MediaReader, source_id: str, *, window_s: int = 30) -> Iterator[FramePart | AudioPart | WindowSpec]:
+    """Windows [k*W, (k+1)*W) in order. Each frame is handed out as it is decoded; a window's
+    audio and its spec once both streams have passed the window's end."""
     width = window_s * 1000
-    framer = AudioFramer()
-    frames: dict[int, list] = {}  # window index -> [(frame_ms, patches)]
-    audio: dict[int, list] = {}  # window index -> [(start_ms array, frames array)]
     has_v, has_a = reader.info.has_video, reader.info.has_audio
-    video_ms = audio_ms = -1
+    frames: dict[int, list[int]] = {}
+    audio = _Samples()
+    video_ms = -1
     next_k = 0
 
-    def take_audio(chunk):
-        for start, frame in zip(chunk.start_ms, chunk.frames):
-            audio.setdefault(int(start) // width, []).append((int(start), frame))
+    def complete(k: int) -> bool:
+        if has_v and video_ms < (k + 1) * width:
+            return False
+        if has_a and (audio.origin_ms is None or audio.total < FRAME_SAMPLES * audio.first_frame(k + 1, width)):
+            # audio lags: wait for it, but not for a whole window more of video (a silent or
+            # broken audio stream must not hold every decoded frame until the end)
+            return has_v and video_ms >= (k + 2) * width
+        return True
 
-    def build(k: int) -> Window:
+    def emit(k: int, last: bool = False) -> Iterator[AudioPart | WindowSpec]:
+        lo = audio.first_frame(k, width)
+        hi = -(-audio.total // FRAME_SAMPLES) if last else audio.first_frame(k + 1, width)
+        samples = audio.take(lo * FRAME_SAMPLES, hi * FRAME_SAMPLES) if audio.origin_ms is not None else np.zeros(0, np.float32)
         fr = frames.pop(k, [])
-        au = audio.pop(k, [])
-        audio_start = au[0][0] if au else k * width
-        audio_arr = np.stack([a for _, a in au]) if au else np.zeros((0, 640), np.float32)
-        end = max([k * width + 1] + [t + 1 for t, _ in fr] + [t + FRAME_MS for t, _ in au])
-        return Window(source_id, Span(k * width, min(end, (k + 1) * width)), tuple(t for t, _ in fr),
-                      () if live else tuple(p for _, p in fr), audio_arr, audio_start)
+        n_audio = -(-samples.size // FRAME_SAMPLES)
+        if not fr and not n_audio:
+            return
+        if last and not fr and k > 0 and n_audio * FRAME_MS < MIN_TAIL_MS:
+            return
+        audio_start = (audio.origin_ms or 0) + FRAME_MS * lo if n_audio else k * width
+        end = max([k * width + 1] + [t + 1 for t in fr] + ([audio_start + FRAME_MS * n_audio] if n_audio else []))
+        if n_audio:
+            yield AudioPart(k, samples)
+        yield WindowSpec(source_id, k, Span(k * width, min(end, (k + 1) * width)), tuple(fr), audio_start, n_audio)
 
     for item in reader.items():
         if isinstance(item, VideoFrame):
             k = item.frame_ms // width
-            patches = patchify(item.rgb, budget, video=True)
-            if live:
-                yield LiveFrame(source_id, k * width, item.frame_ms, patches, time.time())
-            frames.setdefault(k, []).append((item.frame_ms, None if live else patches))
+            frames.setdefault(k, []).append(item.frame_ms)
             video_ms = item.frame_ms
+            yield FramePart(k, item.frame_ms, item.rgb, time.time())
         elif isinstance(item, AudioChunk):
-            take_audio(framer.push(item.samples, item.start_ms))
-            audio_ms = item.start_ms + len(item.samples) * 1000 // 16000
-        done_until = min(video_ms if has_v else 1 << 62, audio_ms if has_a else 1 << 62)
-        while (next_k + 1) * width <= done_until:
-            if next_k in frames or next_k in audio:
-                yield build(next_k)
+            audio.push(item)
+        while complete(next_k):
+            yield from emit(next_k)
             next_k += 1
-    take_audio(framer.close())
-    for k in sorted(set(frames) | set(audio)):
-        if k not in frames and len(audio.get(k, ())) * FRAME_MS < MIN_TAIL_MS and k > 0:
-            audio.pop(k)  # a sliver of trailing audio (codec padding) is not a window
-            continue
-        yield build(k)
+    last_k = max([next_k - 1, *frames])
+    if audio.origin_ms is not None and audio.total:
+        last_k = max(last_k, (audio.origin_ms + FRAME_MS * (-(-audio.total // FRAME_SAMPLES) - 1)) // width)
+    for k in range(next_k, last_k + 1):
+        yield from emit(k, last=k == last_k)
+
+
+def iter_windows(reader: MediaReader, source_id: str, *, window_s: int = 30, budget: int = 70) -> Iterator[Window]:
+    """Model-ready windows, patchified and framed in this process (no Ray)."""
+    from onepass.operators.patchify import patchify  # imports torch: only where patches are made
+
+    patches: dict[int, list] = {}
+    audio: dict[int, np.ndarray] = {}
+    for part in cut_windows(reader, source_id, window_s=window_s):
+        if isinstance(part, FramePart):
+            patches.setdefault(part.index, []).append(patchify(part.rgb, budget, video=True))
+        elif isinstance(part, AudioPart):
+            audio[part.index] = frame_audio(part.samples)[0]
+        else:
+            yield part.window(tuple(patches.pop(part.index, [])), audio.pop(part.index, None))

@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from onepass.operators.decode import AudioChunk, DecodeError, MediaReader, VideoFrame
+from onepass.operators.decode import DecodeError, MediaReader, VideoFrame
 from synth import read_index, tone, write_audio_only, write_clip
 
 

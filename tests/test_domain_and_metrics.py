@@ -60,7 +60,6 @@ def test_clip_has_h264_aac_and_truth(tmp_path):
 
 
 def test_training_targets_parse_back_to_the_truth():
-    from onepass.model.load import load_backbone
     from onepass.model.prompt import PromptBuilder
     from onepass.model.train import build_config, build_tokenizer, make_sample, _Shim
     import tempfile

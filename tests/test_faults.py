@@ -11,7 +11,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pytest
 
 from synth import tone, write_clip

@@ -1,6 +1,5 @@
 """The HTML report in a real browser, and the examples (run here so that they cannot rot)."""
 
-import os
 import shutil
 import subprocess
 import sys

@@ -1,0 +1,129 @@
+"""Live input, each sent by a test process on loopback: TCP (then Ctrl-C), UDP, an HLS playlist
+over HTTP, and standard input. Rows are committed window by window."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from synth import tone, write_clip
+
+pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg (the test sender) not installed")
+
+
+@pytest.fixture(scope="module")
+def ts_clip(tmp_path_factory) -> Path:
+    """12 s of H.264 + AAC remuxed to MPEG-TS (what cameras and encoders send)."""
+    root = tmp_path_factory.mktemp("live")
+    mp4 = write_clip(root / "cam.mp4", [40 * i for i in range(300)], Fraction(1, 1000), audio=tone(12.0, freq_hz=300), bframes=0)
+    ts = root / "cam.ts"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(mp4), "-c", "copy", "-f", "mpegts", str(ts)], check=True)
+    return ts
+
+
+def onepass(url: str, out: Path, model: Path, *extra, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "onepass.pipeline.cli", "run", url, "-o", str(out), "--model", str(model),
+                             "--window-s", "4", *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def q(sql: str):
+    return duckdb.connect().execute(sql)
+
+
+def sources(out: Path) -> list[tuple]:
+    return q(f"SELECT status, windows, error FROM read_parquet('{out}/sources/*/source.parquet')").fetchall()
+
+
+def window_folders(out: Path) -> list[Path]:
+    return sorted(p for p in (out / "sources").glob("*~w*") if (p / "source.parquet").exists() or any(p.glob("*.parquet")))
+
+
+def send(ts: Path, url: str, *, loop: bool = False) -> subprocess.Popen:
+    """ffmpeg as the camera: the clip at real time (looped: until killed)."""
+    return subprocess.Popen(["ffmpeg", "-v", "error", "-re", *(["-stream_loop", "-1"] if loop else []), "-i", str(ts),
+                             "-c", "copy", "-f", "mpegts", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_tcp_stream_then_ctrl_c_keeps_committed_windows(ts_clip, tmp_path, fixtures_dir):
+    port = 47000 + os.getpid() % 1000
+    sender = send(ts_clip, f"tcp://127.0.0.1:{port}?listen=1", loop=True)
+    time.sleep(1.0)
+    out = tmp_path / "out"
+    proc = onepass(f"tcp://127.0.0.1:{port}", out, fixtures_dir / "tiny-gemma4-unified")
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(window_folders(out)) < 2 and proc.poll() is None:
+            time.sleep(0.1)
+        assert len(window_folders(out)) >= 2, proc.communicate(timeout=30)[0]
+        proc.send_signal(signal.SIGINT)
+        log = proc.communicate(timeout=60)[0]
+    finally:
+        sender.kill()
+        proc.kill()
+    assert proc.returncode == 130, log
+    assert "stopped" in log
+    rows = sources(out)
+    assert len(rows) == 1 and rows[0][0] == "stopped" and rows[0][1] >= 2, rows
+    n = q(f"SELECT count(DISTINCT start_ms // 4000), min(start_ms) FROM read_parquet('{out}/sources/*/speakers.parquet')").fetchone()
+    assert n[0] >= 2 and n[1] < 4000  # every committed window's rows are readable (the tone is one voice)
+
+
+def test_udp_stream_ends_after_the_idle_timeout(ts_clip, tmp_path, fixtures_dir):
+    port = 48000 + os.getpid() % 1000
+    out = tmp_path / "out"
+    proc = onepass(f"udp://127.0.0.1:{port}", out, fixtures_dir / "tiny-gemma4-unified", "--stream-timeout-s", "3")
+    time.sleep(6.0)  # onepass listens before the sender starts (UDP has no handshake)
+    sender = send(ts_clip, f"udp://127.0.0.1:{port}?pkt_size=1316")
+    try:
+        sender.wait(timeout=60)
+        log = proc.communicate(timeout=120)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, log
+    rows = sources(out)
+    assert rows[0][0] == "ok" and rows[0][1] == 3, rows  # 12 s in 4 s windows
+    ends = q(f"SELECT max(end_ms) FROM read_parquet('{out}/sources/*/speakers.parquet')").fetchone()[0]
+    assert 11000 <= ends <= 12100
+
+
+def test_hls_playlist_over_http(ts_clip, tmp_path, fixtures_dir):
+    hls = tmp_path / "hls"
+    hls.mkdir()
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(ts_clip), "-c", "copy", "-f", "hls", "-hls_time", "4",
+                    "-hls_playlist_type", "vod", str(hls / "live.m3u8")], check=True)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(hls))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    out = tmp_path / "out"
+    try:
+        proc = onepass(f"http://127.0.0.1:{server.server_port}/live.m3u8", out, fixtures_dir / "tiny-gemma4-unified")
+        log = proc.communicate(timeout=180)[0]
+    finally:
+        server.shutdown()
+    assert proc.returncode == 0, log
+    rows = sources(out)
+    assert rows[0][:2] == ("ok", 3), rows
+    assert len(window_folders(out)) == 3
+
+
+def test_standard_input(ts_clip, tmp_path, fixtures_dir):
+    out = tmp_path / "out"
+    with open(ts_clip, "rb") as stdin:
+        proc = onepass("-", out, fixtures_dir / "tiny-gemma4-unified", stdin=stdin)
+        log = proc.communicate(timeout=180)[0]
+    assert proc.returncode == 0, log
+    got = q(f"SELECT path, status, windows FROM read_parquet('{out}/sources/*/source.parquet')").fetchall()
+    assert got == [("pipe:0", "ok", 3)], got

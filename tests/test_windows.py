@@ -1,0 +1,153 @@
+"""Windowing: which frame and which 40 ms of audio go to which window (no Ray), and the Ray path
+(decode task -> patchify / audio-frame actor pools -> refs) giving byte-identical windows."""
+
+from __future__ import annotations
+
+import queue
+import time
+from fractions import Fraction
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from onepass.operators.decode import AudioChunk, MediaReader, VideoFrame
+from onepass.pipeline.windows import MIN_TAIL_MS, AudioPart, FramePart, WindowSpec, cut_windows, iter_windows
+from synth import tone, write_clip
+
+
+class FakeReader:
+    """A reader whose items are given: video frames at ``frame_ms`` and audio chunks of the given
+    sizes starting at ``origin_ms``, interleaved by time as a demuxer would."""
+
+    def __init__(self, frame_ms: list[int], origin_ms: int | None, chunk_sizes: list[int]):
+        self.info = SimpleNamespace(has_video=bool(frame_ms), has_audio=origin_ms is not None)
+        self.samples = np.arange(sum(chunk_sizes), dtype=np.float32) + 1
+        items, pos = [], 0
+        for n in chunk_sizes:
+            items.append((origin_ms + pos // 16, 1, AudioChunk(origin_ms + pos // 16, self.samples[pos: pos + n])))
+            pos += n
+        items += [(t, 0, VideoFrame(t, i, np.zeros((2, 2, 3), np.uint8))) for i, t in enumerate(frame_ms)]
+        self._items = [it for *_, it in sorted(items, key=lambda x: (x[0], x[1]))]
+
+    def items(self):
+        return iter(self._items)
+
+
+def check(parts, reader: FakeReader, frame_ms: list[int], origin_ms: int | None, width: int):
+    specs = [p for p in parts if isinstance(p, WindowSpec)]
+    assert [s.index for s in specs] == sorted({s.index for s in specs})  # in order, once each
+    seen_frames, audio_parts, done = [], {}, set()
+    for p in parts:
+        if isinstance(p, FramePart):
+            assert p.index not in done and p.frame_ms // width == p.index
+            seen_frames.append(p.frame_ms)
+        elif isinstance(p, AudioPart):
+            assert p.index not in done
+            audio_parts[p.index] = p.samples
+        else:
+            done.add(p.index)
+            assert p.span.start_ms == p.index * width and p.span.start_ms < p.span.end_ms <= (p.index + 1) * width
+            assert all(p.span.start_ms <= t < p.span.end_ms for t in p.frame_ms)
+            n = audio_parts[p.index].size if p.index in audio_parts else 0
+            assert p.audio_frames == -(-n // 640)
+            if p.audio_frames:  # every audio frame starts inside its window, on the 40 ms grid
+                assert p.index * width <= p.audio_start_ms and p.audio_start_ms + 40 * (p.audio_frames - 1) < (p.index + 1) * width
+                assert (p.audio_start_ms - origin_ms) % 40 == 0
+    assert seen_frames == frame_ms  # each frame handed out once, as decoded
+    assert sorted(t for s in specs for t in s.frame_ms) == frame_ms
+    if origin_ms is not None:  # all samples, in order, none twice; only a short audio-only tail may go
+        got = np.concatenate([audio_parts[k] for k in sorted(audio_parts)]) if audio_parts else np.zeros(0)
+        assert np.array_equal(got, reader.samples[: got.size])
+        missing_ms = (reader.samples.size - got.size) * 1000 // 16000
+        assert missing_ms < MIN_TAIL_MS + 40
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    frames=st.lists(st.integers(0, 40_000), max_size=40, unique=True).map(sorted),
+    origin=st.one_of(st.none(), st.integers(0, 3000)),
+    chunks=st.lists(st.integers(1, 9000), max_size=60),
+    window_s=st.sampled_from([1, 5, 10]),
+)
+def test_cut_windows_assigns_every_frame_and_sample_once(frames, origin, chunks, window_s):
+    if origin is not None and not chunks:
+        origin = None
+    reader = FakeReader(frames, origin, chunks if origin is not None else [])
+    parts = list(cut_windows(reader, "s", window_s=window_s))
+    check(parts, reader, frames, origin, window_s * 1000)
+
+
+def test_a_window_is_handed_out_once_both_streams_pass_its_end():
+    reader = FakeReader([0, 1000, 2000, 3000], 0, [8000] * 8)  # 4 s of audio in 0.5 s chunks
+    order = []
+    for p in cut_windows(reader, "s", window_s=2):
+        order.append(type(p).__name__ + (f"@{p.frame_ms}" if isinstance(p, FramePart) else f"#{p.index}"))
+    # window 0 closes when both the frame at 2000 ms and audio up to 2000 ms are in
+    assert order.index("WindowSpec#0") > order.index("FramePart@2000")
+    assert order.index("WindowSpec#0") < order.index("FramePart@3000")
+    assert order[-2:] == ["AudioPart#1", "WindowSpec#1"]
+
+
+def test_a_silent_audio_stream_does_not_hold_frames_until_the_end():
+    """An audio stream that never delivers: windows still close, one window behind the video."""
+    reader = FakeReader([1000 * i for i in range(30)], None, [])
+    reader.info.has_audio = True
+    order = [p for p in cut_windows(reader, "s", window_s=5)]
+    first_spec = next(i for i, p in enumerate(order) if isinstance(p, WindowSpec))
+    assert sum(isinstance(p, FramePart) for p in order[:first_spec]) <= 11
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("win") / "clip.mp4"
+    return write_clip(path, [40 * i for i in range(300)], Fraction(1, 1000), audio=tone(11.3))
+
+
+def test_iter_windows_on_a_real_clip(clip):
+    with MediaReader(clip) as media:
+        windows = list(iter_windows(media, "c", window_s=5))
+    assert [w.span.start_ms for w in windows] == [0, 5000, 10000]
+    assert [len(w.frame_ms) for w in windows] == [5, 5, 2]
+    assert all(len(w.patches) == len(w.frame_ms) for w in windows)
+    with MediaReader(clip) as media:
+        samples = sum(len(it.samples) for it in media.items() if isinstance(it, AudioChunk))
+    assert sum(w.audio.shape[0] for w in windows) == -(-samples // 640)
+
+
+def test_ray_pools_deliver_the_same_windows_as_in_process(clip, tmp_path):
+    """decode task -> header/payload protocol -> patchify and audio-frame pools -> refs: the
+    arrays the backbone receives equal those made in one process, byte for byte."""
+    from onepass.pipeline.ray_env import local_ray_env
+
+    local_ray_env()
+    import ray
+
+    from onepass.pipeline.config import RunConfig
+    from onepass.pipeline.ray_stages import OperatorPools, decode_source, start_ray
+    from onepass.pipeline.run import Pipeline, SourceState
+    from onepass.pipeline.sources import Source
+
+    start_ray(None)
+    cfg = RunConfig(output=tmp_path, window_s=5, patch_actors=2)
+    pools = OperatorPools(cfg)
+    state = SourceState(Source(id="c", location=str(clip)))
+    feed: queue.Queue = queue.Queue()
+    Pipeline(cfg)._follow(decode_source.remote(state.source, cfg), state, pools, feed, time.monotonic())
+    got = []
+    while not feed.empty():
+        kind, sid, payload = feed.get()
+        if kind == "window":
+            spec, refs = payload
+            arrays = ray.get(refs)
+            n = len(spec.frame_ms)
+            got.append(spec.window(tuple(arrays[:n]), arrays[n] if spec.audio_frames else None))
+    with MediaReader(clip) as media:
+        want = list(iter_windows(media, "c", window_s=5))
+    assert len(got) == len(want) == 3
+    for g, w in zip(got, want):
+        assert (g.span, g.frame_ms, g.audio_start_ms) == (w.span, w.frame_ms, w.audio_start_ms)
+        assert np.array_equal(g.audio, w.audio)
+        assert all(np.array_equal(a.cells, b.cells) and np.array_equal(a.positions, b.positions) for a, b in zip(g.patches, w.patches))
