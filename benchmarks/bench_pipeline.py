@@ -2,8 +2,12 @@
 
     python benchmarks/bench_pipeline.py [--minutes 10] [--long-minutes 120] [--runs 3]
 
-(1) Ray overhead: the whole pipeline with the backbone bypassed (--tasks '') vs the decode stage
-    alone (decode + patchify + windowing in one process, no Ray) on the same clip: ratio decode/pipeline.
+(1) Ray overhead: the whole pipeline with the backbone bypassed (--tasks '': windows still travel
+    decode task -> patchify / audio-frame pools -> backbone actor, which does not run the model)
+    vs the decode stage alone (decode + patchify + windowing in one process, no Ray), each in a
+    fresh process, on a 10-min 360p and a 10-min 1080p clip. Two ratios decode/pipeline: whole
+    runs (process start to exit: Ray's start-up included) and steady state (first window out to
+    last window out).
 (2) The whole pipeline with the default model on the bundled example clips: x real time.
 (3) Peak memory (driver + every Ray worker, summed RSS) of the bypassed pipeline on a 10-minute
     and a 2-hour input: ratio.
@@ -14,6 +18,7 @@ Inputs are generated with ffmpeg into --workdir (not timed).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -71,15 +76,49 @@ def run_onepass(args: list[str], sample_memory: bool = False) -> tuple[float, fl
     return time.perf_counter() - t0, peak, out
 
 
-def decode_alone(path: Path) -> float:
+CHILD = """
+import json, sys, time
+t0 = time.perf_counter()
+mode, path, out = sys.argv[1], sys.argv[2], sys.argv[3]
+stamps = []
+if mode == "decode":
     from onepass.operators.decode import MediaReader
     from onepass.pipeline.windows import iter_windows
-
-    t0 = time.perf_counter()
     with MediaReader(path) as media:
         for _ in iter_windows(media, "bench"):
-            pass
-    return time.perf_counter() - t0
+            stamps.append(time.perf_counter() - t0)
+else:
+    from pathlib import Path
+    from onepass.pipeline.config import RunConfig
+    from onepass.pipeline.run import Progress, build_pipeline
+    class Stamps(Progress):
+        def window(self, source_id):
+            stamps.append(time.perf_counter() - t0)
+    summary = build_pipeline(RunConfig(output=Path(out), tasks="", force=True)).run([path], Stamps())
+    assert summary.ok, summary.failed
+print(json.dumps({"first": stamps[0], "last": stamps[-1], "windows": len(stamps)}))
+"""
+
+
+def timed_child(mode: str, path: Path, out: Path) -> tuple[float, float]:
+    """(whole run, steady state) seconds of one fresh process: decode alone or the pipeline."""
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", CHILD, mode, str(path), str(out)], capture_output=True, text=True)
+    total = time.perf_counter() - t0
+    if res.returncode:
+        raise RuntimeError(res.stderr[-2000:])
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    return total, got["last"] - got["first"]
+
+
+def ray_overhead(clip: Path, label: str, runs: int, out: Path) -> None:
+    dec = [timed_child("decode", clip, out) for _ in range(runs)]
+    pipe = [timed_child("pipeline", clip, out) for _ in range(runs)]
+    med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
+    print(f"(1) {label}: decode stage alone {med(dec, 0):.1f} s whole {[round(x[0], 1) for x in dec]}, "
+          f"{med(dec, 1):.1f} s steady; pipeline (backbone bypassed) {med(pipe, 0):.1f} s whole "
+          f"{[round(x[0], 1) for x in pipe]}, {med(pipe, 1):.1f} s steady -> decode/pipeline = "
+          f"{med(dec, 0) / med(pipe, 0):.2f}x whole run, {med(dec, 1) / med(pipe, 1):.2f}x steady state", flush=True)
 
 
 def main():
@@ -91,13 +130,11 @@ def main():
     ap.add_argument("--skip", nargs="*", default=[], choices=["ray", "model", "memory", "live"])
     a = ap.parse_args()
     w = a.workdir
-    clip = make_input(w / f"pipe_{a.minutes:g}min.mp4", a.minutes)
     if "ray" not in a.skip:
-        dec = [decode_alone(clip) for _ in range(a.runs)]
-        pipe = [run_onepass([str(clip), "-o", str(w / "out_bypass"), "--tasks", "", "--force"])[0] for _ in range(a.runs)]
-        print(f"(1) {a.minutes:g}-min 360p clip: decode stage alone median {statistics.median(dec):.1f} s {[round(x, 1) for x in dec]}; "
-              f"pipeline, backbone bypassed, median {statistics.median(pipe):.1f} s {[round(x, 1) for x in pipe]} "
-              f"(includes Ray start); decode/pipeline = {statistics.median(dec) / statistics.median(pipe):.2f}x", flush=True)
+        clip = make_input(w / f"pipe_{a.minutes:g}min.mp4", a.minutes)
+        ray_overhead(clip, f"{a.minutes:g}-min 360p", a.runs, w / "out_bypass")
+        hd = make_input(w / f"pipe_{a.minutes:g}min_1080p.mp4", a.minutes, size="1920x1080")
+        ray_overhead(hd, f"{a.minutes:g}-min 1080p", a.runs, w / "out_bypass")
     if "model" not in a.skip:
         clips = ROOT / "examples" / "clips"
         media_s = 44.0

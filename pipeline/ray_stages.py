@@ -12,9 +12,9 @@ from onepass.operators.decode import DecodeError, MediaReader
 
 from .config import RunConfig
 from .sources import Source
-from .windows import AudioPart, FramePart, WindowSpec, cut_windows
+from .windows import AudioPart, FramePart, WindowSpec, cut_windows  # noqa: F401 - types of what flows
 
-__all__ = ["start_ray", "decode_source", "PatchifyActor", "AudioFrameActor", "OperatorPools", "BackboneActor", "start_backbones", "on_this_node"]
+__all__ = ["start_ray", "decode_source", "PatchifyActor", "AudioFrameActor", "OperatorPools", "BackboneActor", "start_backbones", "on_this_node", "assemble"]
 
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> None:
@@ -27,7 +27,11 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
         return
     from ray._private import ray_constants
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
 
+    if not is_token_auth_enabled():  # Ray reads RAY_AUTH_MODE once, when first imported
+        raise RuntimeError("Ray was imported before onepass set up its local token authentication: call "
+                           "onepass.pipeline.ray_env.local_ray_env() before the first `import ray` (the onepass CLI does)")
     # what RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 sets when read at import (Ray may be imported earlier)
     ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(
@@ -42,15 +46,15 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
         warnings.warn(f"local Ray took node address {ray.util.get_node_ip_address()}, not 127.0.0.1", stacklevel=2)
 
 
-# Per kept frame the decode task yields a small header and then the frame itself; per window its
-# audio samples (header + array) and the window's spec. Objects a generator yields are owned by
-# the caller (the driver), which hands the frame/audio refs to the pools WITHOUT fetching them:
-# pixels and samples go decode -> object store -> pool actor -> object store -> backbone.
-# At most 8 objects wait unread per source, so decode never runs far ahead of the driver.
+# The decode task yields every part as an object of its own. Objects a generator yields are owned
+# by the caller (the driver), which reads a part's index from a zero-copy view of it and hands the
+# part's REF to the operator pools: pixels and samples go decode -> object store -> pool actor ->
+# object store -> backbone, never copied through the driver. At most 8 objects wait unread per
+# source, so decode never runs far ahead of the driver.
 @ray.remote(num_cpus=1, max_retries=0, _generator_backpressure_num_objects=8)
 def decode_source(source: Source, cfg: RunConfig):
-    """Streams ('info', dict); then ('frame', k, frame_ms, decoded_at) + rgb,
-    ('audio', k) + samples, ('window', WindowSpec)...; then ('end', stats) or ('error', reason)."""
+    """Streams ('info', dict); then FramePart, AudioPart and WindowSpec objects as cut_windows
+    makes them; then ('end', stats) or ('error', reason)."""
     try:
         read_timeout_s = cfg.stream_timeout_s if source.is_stream else 30.0
         with MediaReader(source.location, fps=cfg.fps, mode=cfg.decode_mode, read_timeout_s=read_timeout_s) as media:
@@ -61,15 +65,7 @@ def decode_source(source: Source, cfg: RunConfig):
                 "width": info.width, "height": info.height, "fps": info.avg_fps,
                 "sample_rate_hz": info.sample_rate_hz, "channels": info.channels,
             })
-            for part in cut_windows(media, source.id, window_s=cfg.window_s):
-                if isinstance(part, FramePart):
-                    yield ("frame", part.index, part.frame_ms, part.decoded_at)
-                    yield part.rgb
-                elif isinstance(part, AudioPart):
-                    yield ("audio", part.index)
-                    yield part.samples
-                else:
-                    yield ("window", part)
+            yield from cut_windows(media, source.id, window_s=cfg.window_s)
             yield ("end", {"corrupt_packets": media.stats.corrupt_packets, "errors": media.stats.errors})
     except DecodeError as exc:
         yield ("error", exc.reason)
@@ -90,20 +86,20 @@ class PatchifyActor:
         torch.set_num_threads(1)
         self.budget = budget
 
-    def patchify(self, rgb):
+    def patchify(self, *parts: FramePart) -> list:
         from onepass.operators.patchify import patchify
 
-        return patchify(rgb, self.budget, video=True)
+        return [patchify(part.rgb, self.budget, video=True) for part in parts]
 
 
 @ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)
 class AudioFrameActor:
     """A window's 16 kHz samples -> [n, 640] frames (operators.audio), the last one zero-padded."""
 
-    def frame(self, samples):
+    def frame(self, part: AudioPart):
         from onepass.operators.audio import frame_audio
 
-        return frame_audio(samples)[0]
+        return frame_audio(part.samples)[0]
 
 
 class OperatorPools:
@@ -117,11 +113,12 @@ class OperatorPools:
         self.framers = [AudioFrameActor.remote() for _ in range(n_audio)]
         self._turn = itertools.count()
 
-    def patchify(self, rgb_ref):
-        return self.patchifiers[next(self._turn) % len(self.patchifiers)].patchify.remote(rgb_ref)
+    def patchify(self, frame_refs: list):
+        """One call for several frames (Ray's per-call cost is ~3 ms on 2 cores): a ref to their list of Patches."""
+        return self.patchifiers[next(self._turn) % len(self.patchifiers)].patchify.remote(*frame_refs)
 
-    def frame_audio(self, samples_ref):
-        return self.framers[next(self._turn) % len(self.framers)].frame.remote(samples_ref)
+    def frame_audio(self, audio_ref):
+        return self.framers[next(self._turn) % len(self.framers)].frame.remote(audio_ref)
 
 
 @ray.remote(max_restarts=2, max_task_retries=2)
@@ -147,20 +144,13 @@ class BackboneActor:
             self.runner = Runner(self.backbone, max_new_tokens=cfg.max_new_tokens)
 
     def analyse(self, specs: list[WindowSpec], *arrays):
-        """``arrays``: for each spec in order, its patches (one per frame) then its audio frames (if any)."""
+        """``arrays``: for each spec in order, its lists of patches (from the patchify pool; one
+        patch per frame in all) then its audio frames (if any)."""
         from onepass.model.analyse import analyse
 
-        windows, pos = [], 0
-        for spec in specs:
-            n = len(spec.frame_ms)
-            patches, pos = arrays[pos: pos + n], pos + n
-            audio = None
-            if spec.audio_frames:
-                audio, pos = arrays[pos], pos + 1
-            windows.append(spec.window(patches, audio))
-        return analyse(self.runner, windows, self.tasks)
+        return analyse(self.runner, assemble(specs, arrays), self.tasks)
 
-    def stream_frame(self, source_id: str, window_start_ms: int, frame_ms: int, patches, has_audio: bool) -> None:
+    def stream_frame(self, source_id: str, window_start_ms: int, frame_ms: int, patches: list, has_audio: bool) -> None:
         """Prefill a live frame into its window's cache as soon as it is decoded."""
         if self.runner is None:
             return
@@ -169,7 +159,7 @@ class BackboneActor:
         key = (source_id, window_start_ms)
         if key not in self.sessions:
             self.sessions[key] = StreamSession(self.runner, window_start_ms, has_video=True, has_audio=has_audio)
-        self.sessions[key].add_frame(frame_ms, patches)
+        self.sessions[key].add_frame(frame_ms, patches[0])
 
     def stream_window(self, spec: WindowSpec, audio=None):
         """The live window's audio and tasks, on top of the frames already prefilled."""
@@ -183,6 +173,24 @@ class BackboneActor:
 
     def throughput(self) -> str:
         return self.runner.stats.line() if self.runner is not None else "backbone: not loaded (no task asked for)"
+
+
+def assemble(specs: list[WindowSpec], arrays) -> list:
+    """Windows from their specs and the resolved pool results, in the order the driver sends them:
+    per window, lists of patches until its frames are covered, then its audio frames if any."""
+    windows, pos = [], 0
+    for spec in specs:
+        patches: list = []
+        while len(patches) < len(spec.frame_ms):
+            patches += arrays[pos]
+            pos += 1
+        audio = None
+        if spec.audio_frames:
+            audio, pos = arrays[pos], pos + 1
+        windows.append(spec.window(tuple(patches), audio))
+    if pos != len(arrays):
+        raise ValueError(f"{len(arrays) - pos} arrays left over after {len(specs)} windows")
+    return windows
 
 
 def on_this_node() -> dict:

@@ -28,6 +28,7 @@ from .writers import commit_source, read_committed
 __all__ = ["build_pipeline", "Pipeline", "RunSummary"]
 
 MAX_FRAMES_IN_POOL = 16  # per source: decoded frames waiting for (or in) the patchify pool
+FRAMES_PER_CALL = 8  # files: frames patchified per pool call (live streams: one, at once)
 
 
 @dataclass
@@ -117,9 +118,9 @@ class Pipeline:
         if not todo:
             return summary
         start_ray(self.cfg.address)
+        pools = OperatorPools(self.cfg)  # first: the first frames wait for them, the backbone has a queue
         backbones = start_backbones(self.cfg)
         backbone = backbones[0]  # live streams keep their KV caches on the first one
-        pools = OperatorPools(self.cfg)
         feed: queue.Queue = queue.Queue(maxsize=max(2, 2 * self.cfg.batch_windows))  # backpressure
         states = {s.id: SourceState(s) for s in todo}
         slots = threading.Semaphore(self.cfg.workers)
@@ -214,37 +215,55 @@ class Pipeline:
         return summary
 
     def _follow(self, gen, st: SourceState, pools, feed: queue.Queue, started: float) -> None:
-        """Read one decode generator: small headers are fetched, frames and audio are not - their
-        refs go to the operator pools, and the pools' result refs travel on to the backbone."""
+        """Read one decode generator. Frames and audio are looked at through a zero-copy view (for
+        their window index) and handed to the operator pools by reference; the pools' result refs
+        travel on to the backbone with the window's spec."""
         import ray
+
+        from .windows import AudioPart, FramePart, WindowSpec
 
         sid, live = st.source.id, st.source.is_stream
         width = self.cfg.window_s * 1000
-        patches: dict[int, list] = defaultdict(list)
+        patches: dict[int, list] = defaultdict(list)  # window -> refs of lists of Patches, in frame order
+        frames: list = []  # refs of frames not yet sent to the pool, all of window frames_k
+        frames_k = -1
         audio: dict[int, object] = {}
-        in_pool: deque = deque()  # patchify calls not yet known finished: bounds frames held in memory
-        items = iter(gen)
-        for ref in items:
-            head = ray.get(ref)
-            kind = head[0]
-            if kind == "frame":
-                _, k, frame_ms, decoded_at = head
-                p = pools.patchify(next(items))
-                if live:
-                    feed.put(("frame", sid, (k * width, frame_ms, p, decoded_at)))
-                else:
-                    patches[k].append(p)
-                in_pool.append(p)
-                if len(in_pool) > MAX_FRAMES_IN_POOL:
-                    ray.wait([in_pool.popleft()], fetch_local=False)
-            elif kind == "audio":
-                audio[head[1]] = pools.frame_audio(next(items))
-            elif kind == "window":
-                spec = head[1]
-                refs = patches.pop(spec.index, []) + ([audio.pop(spec.index)] if spec.index in audio else [])
-                feed.put(("window", sid, (spec, refs)))
-            else:  # info, end, error
-                feed.put((kind, sid, head[1]))
+        in_pool: deque = deque()  # (patchify call, frames): calls not yet known finished bound the frames in memory
+
+        def flush() -> None:
+            if frames:
+                p = pools.patchify(frames)
+                patches[frames_k].append(p)
+                in_pool.append((p, len(frames)))
+                frames.clear()
+            while sum(n for _, n in in_pool) > MAX_FRAMES_IN_POOL:
+                ray.wait([in_pool.popleft()[0]], fetch_local=False)
+
+        for ref in gen:
+            part = ray.get(ref)
+            if isinstance(part, FramePart):
+                if live:  # at once, one by one: the backbone prefills each frame as it comes
+                    p = pools.patchify([ref])
+                    feed.put(("frame", sid, (part.index * width, part.frame_ms, p, part.decoded_at)))
+                    in_pool.append((p, 1))
+                    flush()
+                else:  # a new window's first frame can come before the last window's spec
+                    if part.index != frames_k:
+                        flush()
+                        frames_k = part.index
+                    frames.append(ref)
+                    if len(frames) == FRAMES_PER_CALL:
+                        flush()
+            elif isinstance(part, AudioPart):
+                audio[part.index] = pools.frame_audio(ref)
+            elif isinstance(part, WindowSpec):
+                if frames_k == part.index:
+                    flush()
+                refs = patches.pop(part.index, []) + ([audio.pop(part.index)] if part.index in audio else [])
+                feed.put(("window", sid, (part, refs)))
+            else:  # ('info' | 'end' | 'error', payload)
+                feed.put((part[0], sid, part[1]))
+            del part  # drop the view of the frame: the pool's call holds the object now
             if not live and time.monotonic() - started > self.cfg.source_timeout_s:
                 raise TimeoutError(f"timed out after {self.cfg.source_timeout_s:g} s")
 

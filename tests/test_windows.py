@@ -126,7 +126,7 @@ def test_ray_pools_deliver_the_same_windows_as_in_process(clip, tmp_path):
     import ray
 
     from onepass.pipeline.config import RunConfig
-    from onepass.pipeline.ray_stages import OperatorPools, decode_source, start_ray
+    from onepass.pipeline.ray_stages import OperatorPools, assemble, decode_source, start_ray
     from onepass.pipeline.run import Pipeline, SourceState
     from onepass.pipeline.sources import Source
 
@@ -141,9 +141,7 @@ def test_ray_pools_deliver_the_same_windows_as_in_process(clip, tmp_path):
         kind, sid, payload = feed.get()
         if kind == "window":
             spec, refs = payload
-            arrays = ray.get(refs)
-            n = len(spec.frame_ms)
-            got.append(spec.window(tuple(arrays[:n]), arrays[n] if spec.audio_frames else None))
+            got += assemble([spec], ray.get(refs))
     with MediaReader(clip) as media:
         want = list(iter_windows(media, "c", window_s=5))
     assert len(got) == len(want) == 3
