@@ -87,10 +87,12 @@ def kill_when(pattern: str, sig=signal.SIGKILL, timeout_s: float = 120) -> threa
     return t
 
 
-def test_killing_the_backbone_actor_changes_nothing(inputs, clean, tmp_path, fixtures_dir):
+# an actor is restarted and its call retried; a pool actor is killed while it works on a call
+@pytest.mark.parametrize("actor", ["ray::BackboneActor", "ray::PatchifyActor.patchify", "ray::AudioFrameActor.frame"])
+def test_killing_an_actor_changes_nothing(inputs, clean, tmp_path, fixtures_dir, actor):
     out = tmp_path / "out"
     proc = run_cli(inputs, out, fixtures_dir / "tiny-gemma4-unified")
-    t = kill_when("ray::BackboneActor")
+    t = kill_when(actor)
     log = proc.communicate(timeout=600)[0]
     t.join()
     assert t.killed_ref.killed, "the actor was never seen"

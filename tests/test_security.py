@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -57,19 +58,28 @@ def test_local_run_listens_on_loopback_only_and_every_port_wants_the_token():
 
     if ray.is_initialized():
         ray.shutdown()
+
+    def listeners() -> dict[tuple[str, int], str]:
+        out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+        found = {}
+        for line in out.splitlines():
+            m = re.search(r"\s(\S+):(\d+)\s+\S+\s+users:\(\(\"([^\"]+)\",pid=(\d+)", line)
+            if m:
+                found[(m.group(1), int(m.group(2)))] = m.group(3)
+        return found
+
+    before = listeners()
     start_ray(None)
     try:
         token = os.environ["RAY_AUTH_TOKEN"]
         assert os.environ["RAY_AUTH_MODE"] == "token"
         assert ray.util.get_node_ip_address() == "127.0.0.1"
-        listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
-        ours = []
-        for line in listening.splitlines():
-            m = re.search(r"\s(\S+):(\d+)\s+\S+\s+users:\(\(\"([^\"]+)\",pid=(\d+)", line)
-            if m and (any(k in m.group(3) for k in ("ray", "gcs_server", "raylet")) or int(m.group(4)) == os.getpid()):
-                ours.append((m.group(1), int(m.group(2)), m.group(3)))
+        time.sleep(2.0)  # the agents open their ports after ray.init returns
+        listening = listeners()
+        # every socket that started listening with Ray, whatever its process calls itself
+        ours = [(addr, port, name) for (addr, port), name in listening.items() if (addr, port) not in before]
         assert len(ours) >= 3, listening
-        assert not any(name.startswith("dashboard") for *_, name in ours)
+        assert not any(name.startswith("dashboard") or port == 8265 for _, port, name in ours)  # no dashboard
         for addr, port, name in ours:
             assert re.fullmatch(r"127\.\d+\.\d+\.\d+|\[::ffff:127\.\d+\.\d+\.\d+\]|\[::1\]", addr), \
                 f"{name} listens on {addr}:{port}, not on loopback"
