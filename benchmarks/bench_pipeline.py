@@ -1,6 +1,6 @@
 """Whole-pipeline benchmark (2 cores is the target machine).
 
-    python benchmarks/bench_pipeline.py [--minutes 10] [--long-minutes 120] [--runs 3]
+    python benchmarks/bench_pipeline.py [--minutes 10] [--long-minutes 120] [--hd-repeat 3] [--runs 3]
 
 (1) Ray overhead: the whole pipeline with the backbone bypassed (--tasks '': windows still travel
     decode task -> patchify / audio-frame pools -> backbone actor, which does not run the model)
@@ -38,6 +38,17 @@ def make_input(path: Path, minutes: float, size: str = "640x360") -> Path:
                         "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=16000", "-t", str(int(minutes * 60)),
                         "-c:v", "libx264", "-preset", "ultrafast", "-g", "250", "-pix_fmt", "yuv420p",
                         "-c:a", "aac", "-ac", "1", str(path) + ".tmp.mp4"], check=True)
+        os.rename(str(path) + ".tmp.mp4", path)
+    return path
+
+
+def repeat_input(src: Path, times: int, path: Path) -> Path:
+    """``times`` copies of ``src`` back to back, stream-copied (no re-encoding)."""
+    if not path.exists():
+        listing = path.with_suffix(".txt")
+        listing.write_text("".join(f"file '{src.resolve()}'\n" for _ in range(times)))
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy",
+                        str(path) + ".tmp.mp4"], check=True)
         os.rename(str(path) + ".tmp.mp4", path)
     return path
 
@@ -127,6 +138,7 @@ def ray_overhead(clip: Path, label: str, runs: int, out: Path) -> None:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--hd-repeat", type=int, default=3, help="(1) also on the 1080p clip repeated this many times (1: skip)")
     ap.add_argument("--long-minutes", type=float, default=120)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench"))
@@ -138,6 +150,9 @@ def main():
         ray_overhead(clip, f"{a.minutes:g}-min 360p", a.runs, w / "out_bypass")
         hd = make_input(w / f"pipe_{a.minutes:g}min_1080p.mp4", a.minutes, size="1920x1080")
         ray_overhead(hd, f"{a.minutes:g}-min 1080p", a.runs, w / "out_bypass")
+        if a.hd_repeat > 1:  # the same start-up cost over a longer input
+            long_hd = repeat_input(hd, a.hd_repeat, w / f"pipe_{a.minutes * a.hd_repeat:g}min_1080p.mp4")
+            ray_overhead(long_hd, f"{a.minutes * a.hd_repeat:g}-min 1080p", a.runs, w / "out_bypass")
     if "model" not in a.skip:
         clips = ROOT / "examples" / "clips"
         media_s = 44.0
