@@ -12,7 +12,7 @@ from onepass.operators.decode import DecodeError, MediaReader
 
 from .config import RunConfig
 from .sources import Source
-from .windows import AudioPart, FramePart, WindowSpec, cut_windows  # noqa: F401 - types of what flows
+from .windows import AudioPart, FramePart, WindowSpec, cut_windows
 
 __all__ = ["start_ray", "decode_source", "PatchifyActor", "AudioFrameActor", "OperatorPools", "BackboneActor", "start_backbones", "on_this_node", "assemble"]
 
@@ -46,15 +46,17 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
         warnings.warn(f"local Ray took node address {ray.util.get_node_ip_address()}, not 127.0.0.1", stacklevel=2)
 
 
-# The decode task yields every part as an object of its own. Objects a generator yields are owned
-# by the caller (the driver), which reads a part's index from a zero-copy view of it and hands the
-# part's REF to the operator pools: pixels and samples go decode -> object store -> pool actor ->
-# object store -> backbone, never copied through the driver. At most 8 objects wait unread per
-# source, so decode never runs far ahead of the driver.
+# Each frame and each window's audio is yielded as an object of its own, right after a small header
+# that says what it is. Objects a generator yields are owned by the caller (the driver), which reads
+# only the headers (small: inlined in Ray's reply) and hands the parts' REFS to the operator pools:
+# pixels and samples go decode -> object store -> pool actor -> object store -> backbone, and are
+# never fetched to the driver, even when the decode task runs on another machine of a cluster.
+# At most 8 objects wait unread per source, so decode never runs far ahead of the driver.
 @ray.remote(num_cpus=1, max_retries=0, _generator_backpressure_num_objects=8)
 def decode_source(source: Source, cfg: RunConfig):
-    """Streams ('info', dict); then FramePart, AudioPart and WindowSpec objects as cut_windows
-    makes them; then ('end', stats) or ('error', reason)."""
+    """Streams ('info', dict); then ('frame', k, frame_ms, decoded_at) + its FramePart,
+    ('audio', k) + its AudioPart, ('window', WindowSpec) as cut_windows makes them; then
+    ('end', stats) or ('error', reason)."""
     try:
         read_timeout_s = cfg.stream_timeout_s if source.is_stream else 30.0
         with MediaReader(source.location, fps=cfg.fps, mode=cfg.decode_mode, read_timeout_s=read_timeout_s) as media:
@@ -65,7 +67,15 @@ def decode_source(source: Source, cfg: RunConfig):
                 "width": info.width, "height": info.height, "fps": info.avg_fps,
                 "sample_rate_hz": info.sample_rate_hz, "channels": info.channels,
             })
-            yield from cut_windows(media, source.id, window_s=cfg.window_s)
+            for part in cut_windows(media, source.id, window_s=cfg.window_s):
+                if isinstance(part, FramePart):
+                    yield ("frame", part.index, part.frame_ms, part.decoded_at)
+                    yield part
+                elif isinstance(part, AudioPart):
+                    yield ("audio", part.index)
+                    yield part
+                else:
+                    yield ("window", part)
             yield ("end", {"corrupt_packets": media.stats.corrupt_packets, "errors": media.stats.errors})
     except DecodeError as exc:
         yield ("error", exc.reason)

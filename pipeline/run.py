@@ -215,12 +215,10 @@ class Pipeline:
         return summary
 
     def _follow(self, gen, st: SourceState, pools, feed: queue.Queue, started: float) -> None:
-        """Read one decode generator. Frames and audio are looked at through a zero-copy view (for
-        their window index) and handed to the operator pools by reference; the pools' result refs
-        travel on to the backbone with the window's spec."""
+        """Read one decode generator: headers are fetched, frames and audio are not - their refs go
+        to the operator pools, and the pools' result refs travel on to the backbone with the
+        window's spec."""
         import ray
-
-        from .windows import AudioPart, FramePart, WindowSpec
 
         sid, live = st.source.id, st.source.is_stream
         width = self.cfg.window_s * 1000
@@ -239,31 +237,35 @@ class Pipeline:
             while sum(n for _, n in in_pool) > MAX_FRAMES_IN_POOL:
                 ray.wait([in_pool.popleft()[0]], fetch_local=False)
 
-        for ref in gen:
-            part = ray.get(ref)
-            if isinstance(part, FramePart):
+        items = iter(gen)
+        for ref in items:
+            head = ray.get(ref)  # a small header; the frame or samples after it are never fetched here
+            kind = head[0]
+            if kind == "frame":
+                _, k, frame_ms, decoded_at = head
+                frame = next(items)
                 if live:  # at once, one by one: the backbone prefills each frame as it comes
-                    p = pools.patchify([ref])
-                    feed.put(("frame", sid, (part.index * width, part.frame_ms, p, part.decoded_at)))
+                    p = pools.patchify([frame])
+                    feed.put(("frame", sid, (k * width, frame_ms, p, decoded_at)))
                     in_pool.append((p, 1))
                     flush()
                 else:  # a new window's first frame can come before the last window's spec
-                    if part.index != frames_k:
+                    if k != frames_k:
                         flush()
-                        frames_k = part.index
-                    frames.append(ref)
+                        frames_k = k
+                    frames.append(frame)
                     if len(frames) == FRAMES_PER_CALL:
                         flush()
-            elif isinstance(part, AudioPart):
-                audio[part.index] = pools.frame_audio(ref)
-            elif isinstance(part, WindowSpec):
-                if frames_k == part.index:
+            elif kind == "audio":
+                audio[head[1]] = pools.frame_audio(next(items))
+            elif kind == "window":
+                spec = head[1]
+                if frames_k == spec.index:
                     flush()
-                refs = patches.pop(part.index, []) + ([audio.pop(part.index)] if part.index in audio else [])
-                feed.put(("window", sid, (part, refs)))
-            else:  # ('info' | 'end' | 'error', payload)
-                feed.put((part[0], sid, part[1]))
-            del part  # drop the view of the frame: the pool's call holds the object now
+                refs = patches.pop(spec.index, []) + ([audio.pop(spec.index)] if spec.index in audio else [])
+                feed.put(("window", sid, (spec, refs)))
+            else:  # info, end, error
+                feed.put((kind, sid, head[1]))
             if not live and time.monotonic() - started > self.cfg.source_timeout_s:
                 raise TimeoutError(f"timed out after {self.cfg.source_timeout_s:g} s")
 

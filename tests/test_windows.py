@@ -117,9 +117,10 @@ def test_iter_windows_on_a_real_clip(clip):
     assert sum(w.audio.shape[0] for w in windows) == -(-samples // 640)
 
 
-def test_ray_pools_deliver_the_same_windows_as_in_process(clip, tmp_path):
+def test_ray_pools_deliver_the_same_windows_as_in_process(clip, tmp_path, monkeypatch):
     """decode task -> header/payload protocol -> patchify and audio-frame pools -> refs: the
-    arrays the backbone receives equal those made in one process, byte for byte."""
+    arrays the backbone receives equal those made in one process, byte for byte, and the driver
+    never fetches a frame or a window's samples."""
     from onepass.pipeline.ray_env import local_ray_env
 
     local_ray_env()
@@ -135,7 +136,11 @@ def test_ray_pools_deliver_the_same_windows_as_in_process(clip, tmp_path):
     pools = OperatorPools(cfg)
     state = SourceState(Source(id="c", location=str(clip)))
     feed: queue.Queue = queue.Queue()
+    fetched, real_get = [], ray.get
+    monkeypatch.setattr(ray, "get", lambda ref, **kw: fetched.append(real_get(ref, **kw)) or fetched[-1])
     Pipeline(cfg)._follow(decode_source.remote(state.source, cfg), state, pools, feed, time.monotonic())
+    monkeypatch.setattr(ray, "get", real_get)
+    assert fetched and not any(isinstance(x, (FramePart, AudioPart)) for x in fetched)
     got = []
     while not feed.empty():
         kind, sid, payload = feed.get()
