@@ -51,8 +51,8 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
 # only the headers (small: inlined in Ray's reply) and hands the parts' REFS to the operator pools:
 # pixels and samples go decode -> object store -> pool actor -> object store -> backbone, and are
 # never fetched to the driver, even when the decode task runs on another machine of a cluster.
-# At most 8 objects wait unread per source, so decode never runs far ahead of the driver.
-@ray.remote(num_cpus=1, max_retries=0, _generator_backpressure_num_objects=8)
+# At most 16 objects (about 8 frames) wait unread per source: decode never runs far ahead of the driver.
+@ray.remote(num_cpus=1, max_retries=0, _generator_backpressure_num_objects=16)
 def decode_source(source: Source, cfg: RunConfig):
     """Streams ('info', dict); then ('frame', k, frame_ms, decoded_at) + its FramePart,
     ('audio', k) + its AudioPart, ('window', WindowSpec) as cut_windows makes them; then
