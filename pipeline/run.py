@@ -126,6 +126,16 @@ class Pipeline:
         slots = threading.Semaphore(self.cfg.workers)
 
         # -- 2. decode: one thread per source drives its Ray generator task ----------------------
+        stopping = self._stopping = threading.Event()  # Ctrl-C: drive threads wind down
+        gens: dict = {}
+
+        def put(item) -> None:
+            while not stopping.is_set():
+                try:
+                    return feed.put(item, timeout=0.2)
+                except queue.Full:
+                    continue
+
         def drive(state: SourceState):
             with slots:
                 started = time.monotonic()
@@ -134,20 +144,24 @@ class Pipeline:
                 if source.location == "pipe:0":  # stdin: handed over through a local named pipe
                     source, options = dataclasses.replace(source, location=stdin_fifo()), on_this_node()
                 for attempt in range(attempts):
-                    gen = decode_source.options(**options).remote(source, self.cfg)
+                    if stopping.is_set():
+                        return
+                    gen = gens[state.source.id] = decode_source.options(**options).remote(source, self.cfg)
                     try:
-                        self._follow(gen, state, pools, feed, started)
+                        self._follow(gen, state, pools, put, started)
                         break
                     except TimeoutError as exc:
                         ray.cancel(gen, force=True)
-                        feed.put(("error", state.source.id, str(exc)))
+                        put(("error", state.source.id, str(exc)))
                         break
                     except Exception as exc:  # noqa: BLE001 - the worker died (e.g. a crash inside FFmpeg)
+                        if stopping.is_set():
+                            return
                         if attempt + 1 < attempts:
-                            feed.put(("reset", state.source.id, None))  # start the source over, cleanly
+                            put(("reset", state.source.id, None))  # start the source over, cleanly
                         else:
-                            feed.put(("error", state.source.id, f"decode worker failed: {type(exc).__name__}: {exc}"))
-                feed.put(("done", state.source.id, None))
+                            put(("error", state.source.id, f"decode worker failed: {type(exc).__name__}: {exc}"))
+                put(("done", state.source.id, None))
 
         threads = [threading.Thread(target=drive, args=(st,), daemon=True) for st in states.values()]
         for t in threads:
@@ -208,13 +222,27 @@ class Pipeline:
                     commit_source(self.cfg.output, sid, {"sources": [self._source_row(st, "stopped")]})
                     summary.stopped.append(sid)
             summary.interrupted = True
+            # stop the decode tasks and let every drive thread return before the interpreter exits
+            # (a thread left inside Ray's generator at exit can crash the process)
+            stopping.set()
+            for gen in list(gens.values()):
+                try:
+                    ray.cancel(gen, force=True)
+                except Exception:  # noqa: BLE001 - already finished
+                    pass
+            deadline = time.monotonic() + 10
+            while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+                while not feed.empty():
+                    feed.get_nowait()
+                for t in threads:
+                    t.join(timeout=0.1)
             return summary
         for t in threads:
             t.join(timeout=5)
         summary.throughput = ray.get(backbone.throughput.remote())
         return summary
 
-    def _follow(self, gen, st: SourceState, pools, feed: queue.Queue, started: float) -> None:
+    def _follow(self, gen, st: SourceState, pools, put, started: float) -> None:
         """Read one decode generator: headers are fetched, frames and audio are not - their refs go
         to the operator pools, and the pools' result refs travel on to the backbone with the
         window's spec."""
@@ -237,8 +265,11 @@ class Pipeline:
             while sum(n for _, n in in_pool) > MAX_FRAMES_IN_POOL:
                 ray.wait([in_pool.popleft()[0]], fetch_local=False)
 
+        stopping = getattr(self, "_stopping", None)
         items = iter(gen)
         for ref in items:
+            if stopping is not None and stopping.is_set():
+                return
             head = ray.get(ref)  # a small header; the frame or samples after it are never fetched here
             kind = head[0]
             if kind == "frame":
@@ -246,7 +277,7 @@ class Pipeline:
                 frame = next(items)
                 if live:  # at once, one by one: the backbone prefills each frame as it comes
                     p = pools.patchify([frame])
-                    feed.put(("frame", sid, (k * width, frame_ms, p, decoded_at)))
+                    put(("frame", sid, (k * width, frame_ms, p, decoded_at)))
                     in_pool.append((p, 1))
                     flush()
                 else:  # a new window's first frame can come before the last window's spec
@@ -263,9 +294,9 @@ class Pipeline:
                 if frames_k == spec.index:
                     flush()
                 refs = patches.pop(spec.index, []) + ([audio.pop(spec.index)] if spec.index in audio else [])
-                feed.put(("window", sid, (spec, refs)))
+                put(("window", sid, (spec, refs)))
             else:  # info, end, error
-                feed.put((kind, sid, head[1]))
+                put((kind, sid, head[1]))
             if not live and time.monotonic() - started > self.cfg.source_timeout_s:
                 raise TimeoutError(f"timed out after {self.cfg.source_timeout_s:g} s")
 

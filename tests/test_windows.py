@@ -138,7 +138,7 @@ def test_ray_pools_deliver_the_same_windows_as_in_process(clip, tmp_path, monkey
     feed: queue.Queue = queue.Queue()
     fetched, real_get = [], ray.get
     monkeypatch.setattr(ray, "get", lambda ref, **kw: fetched.append(real_get(ref, **kw)) or fetched[-1])
-    Pipeline(cfg)._follow(decode_source.remote(state.source, cfg), state, pools, feed, time.monotonic())
+    Pipeline(cfg)._follow(decode_source.remote(state.source, cfg), state, pools, feed.put, time.monotonic())
     monkeypatch.setattr(ray, "get", real_get)
     assert fetched and not any(isinstance(x, (FramePart, AudioPart)) for x in fetched)
     got = []
