@@ -88,7 +88,7 @@ def decode_source(source: Source, cfg: RunConfig):
 # 2-core machine; the OS shares the cores. A killed pool actor restarts and its call is retried.
 @ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)
 class PatchifyActor:
-    """RGB frame -> 48x48x3 cells + positions (operators.patchify), one frame per call."""
+    """RGB frames -> 48x48x3 cells + positions (operators.patchify), a few frames per call."""
 
     def __init__(self, budget: int):
         import torch
@@ -118,17 +118,16 @@ class OperatorPools:
     def __init__(self, cfg: RunConfig):
         cpus = int(ray.cluster_resources().get("CPU", 1))
         n_patch = cfg.patch_actors or max(1, cpus // 4)
-        n_audio = cfg.audio_actors or 1
         self.patchifiers = [PatchifyActor.remote(cfg.budget) for _ in range(n_patch)]
-        self.framers = [AudioFrameActor.remote() for _ in range(n_audio)]
-        self._turn = itertools.count()
+        self.framers = [AudioFrameActor.remote() for _ in range(cfg.audio_actors)]
+        self._patch_turn, self._audio_turn = itertools.count(), itertools.count()
 
     def patchify(self, frame_refs: list):
         """One call for several frames (Ray's per-call cost is ~3 ms on 2 cores): a ref to their list of Patches."""
-        return self.patchifiers[next(self._turn) % len(self.patchifiers)].patchify.remote(*frame_refs)
+        return self.patchifiers[next(self._patch_turn) % len(self.patchifiers)].patchify.remote(*frame_refs)
 
     def frame_audio(self, audio_ref):
-        return self.framers[next(self._turn) % len(self.framers)].frame.remote(audio_ref)
+        return self.framers[next(self._audio_turn) % len(self.framers)].frame.remote(audio_ref)
 
 
 @ray.remote(max_restarts=2, max_task_retries=2)

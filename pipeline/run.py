@@ -83,6 +83,7 @@ class Pipeline:
         self.cfg = cfg
         self.config_fp = cfg.fingerprint()
         self._progress: Progress | None = None
+        self._stopping = threading.Event()  # Ctrl-C: drive threads wind down
 
     # -- 1. sources ------------------------------------------------------------------------------
     def plan(self, inputs: list[str]) -> tuple[list[Source], list[Source], list[tuple[str, str]]]:
@@ -126,7 +127,8 @@ class Pipeline:
         slots = threading.Semaphore(self.cfg.workers)
 
         # -- 2. decode: one thread per source drives its Ray generator task ----------------------
-        stopping = self._stopping = threading.Event()  # Ctrl-C: drive threads wind down
+        stopping = self._stopping
+        stopping.clear()
         gens: dict = {}
 
         def put(item) -> None:
@@ -256,19 +258,21 @@ class Pipeline:
         audio: dict[int, object] = {}
         in_pool: deque = deque()  # (patchify call, frames): calls not yet known finished bound the frames in memory
 
-        def flush() -> None:
-            if frames:
-                p = pools.patchify(frames)
-                patches[frames_k].append(p)
-                in_pool.append((p, len(frames)))
-                frames.clear()
+        def submit(refs: list):
+            p = pools.patchify(refs)
+            in_pool.append((p, len(refs)))
             while sum(n for _, n in in_pool) > MAX_FRAMES_IN_POOL:
                 ray.wait([in_pool.popleft()[0]], fetch_local=False)
+            return p
 
-        stopping = getattr(self, "_stopping", None)
+        def flush() -> None:
+            if frames:
+                patches[frames_k].append(submit(frames))
+                frames.clear()
+
         items = iter(gen)
         for ref in items:
-            if stopping is not None and stopping.is_set():
+            if self._stopping.is_set():
                 return
             head = ray.get(ref)  # a small header; the frame or samples after it are never fetched here
             kind = head[0]
@@ -276,10 +280,7 @@ class Pipeline:
                 _, k, frame_ms, decoded_at = head
                 frame = next(items)
                 if live:  # at once, one by one: the backbone prefills each frame as it comes
-                    p = pools.patchify([frame])
-                    put(("frame", sid, (k * width, frame_ms, p, decoded_at)))
-                    in_pool.append((p, 1))
-                    flush()
+                    put(("frame", sid, (k * width, frame_ms, submit([frame]), decoded_at)))
                 else:  # a new window's first frame can come before the last window's spec
                     if k != frames_k:
                         flush()
