@@ -221,6 +221,8 @@ class Pipeline:
             for sid in open_sources:
                 st = states[sid]
                 if st.source.is_stream and st.info:
+                    # count the window folders on disk: Ctrl-C may land between a window's commit and its count
+                    st.live_windows = sum(1 for p in (Path(self.cfg.output) / "sources").glob(f"{sid}~w*") if p.is_dir())
                     commit_source(self.cfg.output, sid, {"sources": [self._source_row(st, "stopped")]})
                     summary.stopped.append(sid)
             summary.interrupted = True
