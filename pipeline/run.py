@@ -300,8 +300,12 @@ class Pipeline:
                 put(("window", sid, (spec, refs)))
             else:  # info, end, error
                 put((kind, sid, head[1]))
+                if kind in ("end", "error"):
+                    return
             if not live and time.monotonic() - started > self.cfg.source_timeout_s:
                 raise TimeoutError(f"timed out after {self.cfg.source_timeout_s:g} s")
+        if not self._stopping.is_set():  # the stream stopped without its last word: the worker was lost
+            raise RuntimeError("the decode stream ended before the source did")
 
     def _analyse(self, backbones, windows, states) -> None:
         """One batch per backbone actor (one per GPU), run side by side. The arrays go as top-level
