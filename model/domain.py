@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["sentence", "Scene", "random_scene", "render", "Voice", "random_voice", "Utterance",
-           "Timeline", "random_timeline", "write_clip", "NUMBER_WORDS", "VOICES"]
+           "Timeline", "random_timeline", "spoken", "shape_mask", "write_clip", "NUMBER_WORDS", "VOICES"]
 
 # -- speech ---------------------------------------------------------------------------------------
 _ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
@@ -93,6 +93,16 @@ class Voice:
         return Espeak.get().say(text, self.name, self.pitch, self.speed) * self.gain
 
 
+def spoken(voice: Voice, text: str) -> np.ndarray:
+    """The voice saying ``text``, espeak's leading/trailing silence trimmed (5 ms kept), so that
+    truth times are the speech's own."""
+    wave = voice.say(text)
+    active = np.flatnonzero(np.abs(wave) > 0.01 * max(np.abs(wave).max(), 1e-6))
+    if active.size:
+        wave = wave[max(0, active[0] - 80) : active[-1] + 80]
+    return wave
+
+
 def random_voice(rng: np.random.Generator) -> Voice:
     name = f"{VOICES[rng.integers(len(VOICES))]}+{VARIANTS[rng.integers(len(VARIANTS))]}"
     return Voice(name, int(rng.integers(30, 81)), int(rng.integers(140, 191)), float(rng.uniform(0.3, 1.0)))
@@ -161,6 +171,17 @@ def random_scene(rng: np.random.Generator, width: int = 640, height: int = 360) 
     return Scene(background, (a, b), f"{a.colour} {a.kind} {rel} {b.colour} {b.kind}")
 
 
+def _inside(kind: str, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """Which points of the unit square (x right, y down) a shape of this kind fills."""
+    if kind == "circle":
+        return (xx - 0.5) ** 2 + (yy - 0.5) ** 2 <= 0.25
+    if kind == "square":
+        return np.ones_like(xx, dtype=bool)
+    # triangle pointing up, base at the bottom
+    inside = (yy >= 1 - 2 * np.minimum(xx, 1 - xx) * 1.0) & (yy <= 1)
+    return inside & (yy >= np.abs(xx - 0.5) * 2)
+
+
 def render(scene: Scene, width: int = 640, height: int = 360, rng: np.random.Generator | None = None) -> np.ndarray:
     """RGB uint8 (height, width, 3); shapes with 4x supersampled (anti-aliased) edges."""
     img = np.full((height, width, 3), scene.background, dtype=np.float32)
@@ -170,17 +191,21 @@ def render(scene: Scene, width: int = 640, height: int = 360, rng: np.random.Gen
         n, ss = shp.size, 4
         u = (np.arange(n * ss) + 0.5) / (n * ss)
         yy, xx = np.meshgrid(u, u, indexing="ij")
-        if shp.kind == "circle":
-            inside = (xx - 0.5) ** 2 + (yy - 0.5) ** 2 <= 0.25
-        elif shp.kind == "square":
-            inside = np.ones_like(xx, dtype=bool)
-        else:  # triangle pointing up, base at the bottom
-            inside = (yy >= 1 - 2 * np.minimum(xx, 1 - xx) * 1.0) & (yy <= 1)
-            inside &= yy >= np.abs(xx - 0.5) * 2
-        cover = inside.reshape(n, ss, n, ss).mean(axis=(1, 3))[..., None].astype(np.float32)
+        cover = _inside(shp.kind, xx, yy).reshape(n, ss, n, ss).mean(axis=(1, 3))[..., None].astype(np.float32)
         region = img[shp.y0 : shp.y0 + n, shp.x0 : shp.x0 + n]
         region[:] = region * (1 - cover) + np.array(shp.rgb, np.float32) * cover
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def shape_mask(shp: Shape, width: int = 640, height: int = 360) -> np.ndarray:
+    """Coverage in [0, 1] of one shape over the frame's pixels (float32 (height, width)), as drawn."""
+    n, ss = shp.size, 4
+    u = (np.arange(n * ss) + 0.5) / (n * ss)
+    yy, xx = np.meshgrid(u, u, indexing="ij")
+    cover = _inside(shp.kind, xx, yy).reshape(n, ss, n, ss).mean(axis=(1, 3)).astype(np.float32)
+    out = np.zeros((height, width), np.float32)
+    out[shp.y0 : shp.y0 + n, shp.x0 : shp.x0 + n] = cover[: max(0, height - shp.y0), : max(0, width - shp.x0)]
+    return out
 
 
 # -- timelines and clips ----------------------------------------------------------------------------
@@ -223,11 +248,7 @@ def random_timeline(rng: np.random.Generator, duration_s: float, *, max_speakers
     speaker = int(rng.integers(n_speakers))
     while True:
         text = sentence(rng)
-        wave = voices[speaker].say(text)
-        # trim espeak's leading/trailing silence so that the truth times are the speech's own
-        active = np.flatnonzero(np.abs(wave) > 0.01 * max(np.abs(wave).max(), 1e-6))
-        if active.size:
-            wave = wave[max(0, active[0] - 80) : active[-1] + 80]
+        wave = spoken(voices[speaker], text)
         end = t + -(-wave.size // 16)
         if end > duration_ms or t * 16 + wave.size > audio.size:
             break

@@ -1,0 +1,160 @@
+"""Held-out measures logged while training: do the model's words come from its media?
+
+On fixed held-out items (seeds the training never draws):
+- short items, decoded greedily by the product's own runner: WER of single utterances, their
+  start/end time error, exact captions of single frames;
+- 10 s windows in the runner's layout (stages B and C): WER and exact captions per frame;
+- the media-swap gap: target loss of an item with its own media vs with another item's media.
+  A model that ignores its media scores both the same.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from onepass.operators.spans import Span
+
+from ..load import Backbone
+from ..records import Window
+from ..runner import Runner
+from ..tasks import Prompts, parse_captions, parse_transcript
+from . import samples as S
+
+__all__ = ["evaluate_short", "word_error_rate"]
+
+_HELDOUT = 777_000
+
+
+def word_error_rate(refs: list[str], hyps: list[str]) -> float:
+    """Corpus WER (jiwer) over lower-cased words; empty hypotheses count as deletions."""
+    import jiwer
+
+    pairs = [(r, h) for r, h in zip(refs, hyps) if r.strip()]
+    if not pairs:
+        return 0.0
+    return float(jiwer.wer([r for r, _ in pairs], [h if h.strip() else "<empty>" for _, h in pairs]))
+
+
+def _backbone(model, tok, base) -> Backbone:
+    stop = tuple(sorted({tok.eos_token_id, tok.convert_tokens_to_ids("<turn|>")}))
+    p = next(model.parameters())
+    return Backbone(path=base, model=model, tokenizer=tok, chat_template=(base / "chat_template.jinja").read_text(),
+                    device=p.device, dtype=p.dtype, stop_ids=stop)
+
+
+def _window(item: dict, width_ms: int) -> Window:
+    return Window(source_id="eval", span=Span(0, width_ms), frame_ms=tuple(item["stamps"]), patches=tuple(item["patches"]),
+                  audio=item["audio"], audio_start_ms=0)
+
+
+def _target_loss(model, items: list[dict], pad: int) -> float:
+    from .recipe import forward
+
+    batch = S.collate(items, pad)
+    batch = {k: v for k, v in batch.items() if not isinstance(v, list)}
+    dev = next(model.parameters()).device
+    batch = {k: v.to(dev) for k, v in batch.items()}
+    logits, _ = forward(model, batch)
+    labels = batch["labels"]
+    return float(torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100))
+
+
+@torch.no_grad()
+def evaluate_short(model, tok, base, recipe, *, n: int = 48, windows: bool = True, n_windows: int = 6) -> dict:
+    was_training = model.training
+    model.eval()
+    builder, vocab = _builder(base)
+    pad = tok.pad_token_id
+    rng = np.random.default_rng([_HELDOUT])
+    utts = [S.utterance_item(rng, builder, vocab) for _ in range(n)]
+    frames = [S.frame_item(rng, builder, vocab) for _ in range(n)]
+    runner = Runner(_backbone(model, tok, base), max_new_tokens=64)
+    prompts = Prompts()
+    out: dict = {}
+
+    # transcripts of single utterances
+    hyps, starts, ends = [], [], []
+    for i in range(0, n, 16):
+        chunk = utts[i : i + 16]
+        texts, _ = runner.generate([_window(u, u["audio"].shape[0] * 40) for u in chunk], [prompts.transcript])
+        for u, (text,) in zip(chunk, texts):
+            span = Span(0, u["audio"].shape[0] * 40)
+            segs = parse_transcript(text, span)
+            hyps.append(" ".join(s.text for s in segs))
+            truth = parse_transcript(u["target"], span)[0].span
+            if segs:
+                starts.append(abs(segs[0].span.start_ms - truth.start_ms))
+                ends.append(abs(segs[-1].span.end_ms - truth.end_ms))
+    out["utt_wer"] = round(word_error_rate([parse_transcript(u["target"], Span(0, 10**6))[0].text for u in utts], hyps), 4)
+    out["utt_start_ms"] = float(np.median(starts)) if starts else None
+    out["utt_end_ms"] = float(np.median(ends)) if ends else None
+
+    # captions of single frames, per attribute
+    ok = 0
+    attr = {"colour": 0, "shape": 0, "size_or_relation": 0}
+    for i in range(0, n, 16):
+        chunk = frames[i : i + 16]
+        texts, _ = runner.generate([_window(f, 1000) for f in chunk], [prompts.caption])
+        for f, (text,) in zip(chunk, texts):
+            caps = parse_captions(text, [0], Span(0, 1000))
+            got = caps[0].text if caps else ""
+            want = f["target"].split(" ", 1)[1]
+            ok += got == want
+            g, w = got.split(), want.split()
+            attr["colour"] += bool(g) and [x for x in g if x in _COLOURS] == [x for x in w if x in _COLOURS]
+            attr["shape"] += bool(g) and [x for x in g if x in _SHAPES] == [x for x in w if x in _SHAPES]
+            attr["size_or_relation"] += bool(g) and [x for x in g if x in _REL] == [x for x in w if x in _REL]
+    out["frame_exact"] = round(ok / n, 4)
+    out.update({f"frame_{k}": round(v / n, 4) for k, v in attr.items()})
+
+    # media-swap gap: own media vs the next item's (same layout: rebuilt around the other media)
+    out["swap_audio"] = [round(_target_loss(model, utts[:16], pad), 4),
+                         round(_target_loss(model, [_swap_audio(u, utts[(j + 1) % 16], builder, vocab) for j, u in enumerate(utts[:16])], pad), 4)]
+    out["swap_frames"] = [round(_target_loss(model, frames[:16], pad), 4),
+                          round(_target_loss(model, [_swap_frame(f, frames[(j + 1) % 16], builder, vocab) for j, f in enumerate(frames[:16])], pad), 4)]
+
+    if windows:
+        rng = np.random.default_rng([_HELDOUT, 1])
+        items = [S.window_item(rng, builder, vocab, recipe.window_s, task="transcript") for _ in range(n_windows)]
+        refs, hyps, cap_ok, cap_n = [], [], 0, 0
+        for i in range(0, n_windows, 3):
+            chunk = items[i : i + 3]
+            span = Span(0, recipe.window_s * 1000)
+            texts, _ = runner.generate([_window(w, span.end_ms) for w in chunk], [prompts.caption, prompts.transcript])
+            for w, (cap_text, tr_text) in zip(chunk, texts):
+                refs.append(" ".join(s.text for s in parse_transcript(w["target"], span)))
+                hyps.append(" ".join(s.text for s in parse_transcript(tr_text, span)))
+                truth = _frame_truth(w)
+                got = {c.frame_ms: c.text for c in parse_captions(cap_text, w["stamps"], span)}
+                cap_ok += sum(got.get(t) == c for t, c in truth.items())
+                cap_n += len(truth)
+        out["win_wer"] = round(word_error_rate(refs, hyps), 4)
+        out["win_caption_exact"] = round(cap_ok / max(cap_n, 1), 4)
+    if was_training:
+        model.train()
+    return out
+
+
+_COLOURS = {"red", "green", "blue", "yellow", "white", "purple", "orange"}
+_SHAPES = {"circle", "square", "triangle"}
+_REL = {"small", "large", "left", "above"}
+
+
+def _builder(base):
+    from .recipe import make_builder
+
+    return make_builder(base)
+
+
+def _frame_truth(item: dict) -> dict[int, str]:
+    return dict(item["frame_captions"])
+
+
+def _swap_audio(item: dict, other: dict, builder, vocab) -> dict:
+    return S._finish(builder, vocab, [], [], other["audio"], item["task"], item["target"], item["ctc"], [])
+
+
+def _swap_frame(item: dict, other: dict, builder, vocab) -> dict:
+    return S._finish(builder, vocab, item["stamps"], other["patches"], item["audio"], item["task"], item["target"], [],
+                     [other["cells"]])

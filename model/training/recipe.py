@@ -1,0 +1,385 @@
+"""The default model's training recipe: grounding before formatting, on 2 CPU cores or a GPU.
+
+    python -m onepass.model.training.recipe --out ~/onepass-train            # resumes if OUT has a checkpoint
+    python -m onepass.model.training.recipe --out /tmp/run --device cuda --workers 14 --batch-scale 4
+
+What makes a small Gemma 4 Unified learn to look and listen here (measured in issue 11):
+- attention starts cool: q_norm/k_norm weights start at head_dim^-1/4, so q.k starts with unit
+  variance (``scaling`` is 1.0 in this architecture; with unit norm weights attention starts
+  saturated and the text prior wins);
+- cell positions get a real share of the vision signal: the factorised position table starts at
+  unit scale, like the LayerNormed patch embedding it is added to (0.02 by default: ~3%);
+- a curriculum by step: stage A = single utterances (audio only) and single frames (video only),
+  100-250 tokens; stage B = 3-6 s windows in the runner's layout; stage C = the default model's
+  10 s windows. Later stages replay the short items.
+- auxiliary losses that read the logits the forward already computes at media positions, through
+  the tied lm_head: CTC over the audio positions (blank = <pad>), per-cell words at video positions
+  (colour, shape, size or role of the shape covering the cell), and, at a middle layer, the second
+  and tenth each audio frame belongs to.
+- AdamW, warmup then cosine BY STEP (a resume is exact: batches are drawn from [seed, step]), and an
+  exponential moving average of the weights, which is what is evaluated and exported.
+
+``OUT/ckpt`` (weights, EMA, optimizer, step, written every ``--save-every-min``) makes a run
+resumable; ``OUT/export`` is a Hugging Face folder ``--model`` accepts (plus ``onepass.json`` with
+the window length the model was trained for). ``OUT/log.jsonl`` holds per-step losses by stage and,
+every ``--eval-every`` steps, held-out WER / exact captions / time errors on short items and 10 s
+windows, and the media-swap gap (target loss with the item's own media vs another item's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..prompt import AUDIO, VIDEO
+from . import samples as S
+
+__all__ = ["Recipe", "build_model", "cool_init", "step_losses", "main"]
+
+MODEL_META = "onepass.json"  # beside config.json: what onepass needs to know that HF does not hold
+
+
+@dataclass(frozen=True)
+class Recipe:
+    hidden: int = 256
+    layers: int = 6
+    intermediate: int = 1024
+    window_s: int = 10  # the window the model is trained for and run at
+    lr: float = 1.5e-3
+    warmup: int = 150
+    total_steps: int = 8000
+    min_lr_frac: float = 0.1
+    weight_decay: float = 0.05
+    clip: float = 1.0
+    ema: float = 0.998
+    stage_b: int = 500  # first step of stage B
+    stage_c: int = 1000  # first step of stage C
+    short_batch: int = 24  # stage A: utterances and frames, each
+    b_windows: int = 8
+    c_windows: int = 6
+    replay: int = 6  # short items of each kind replayed per step in B and C
+    w_ctc: float = 0.5
+    w_cells: float = 0.5
+    w_time: float = 0.2
+    seed: int = 0
+
+    def stage(self, step: int) -> str:
+        return "A" if step < self.stage_b else "B" if step < self.stage_c else "C"
+
+    def lr_at(self, step: int) -> float:
+        warm = min(1.0, (step + 1) / self.warmup)
+        frac = min(1.0, step / self.total_steps)
+        return self.lr * warm * (self.min_lr_frac + (1 - self.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+# -- model ----------------------------------------------------------------------------------------
+def build_model(recipe: Recipe, base: Path):
+    """Tokenizer + config in ``base`` (made once), and a freshly initialised model."""
+    from transformers import AutoTokenizer, Gemma4UnifiedConfig, Gemma4UnifiedForConditionalGeneration
+
+    from ..train import build_config, build_tokenizer
+
+    if not (base / "config.json").exists():
+        tok = build_tokenizer(base)
+        build_config(tok, hidden=recipe.hidden, layers=recipe.layers, heads=max(2, recipe.hidden // 64),
+                     intermediate=recipe.intermediate).save_pretrained(base)
+    tok = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    cfg = Gemma4UnifiedConfig.from_pretrained(base)
+    torch.manual_seed(recipe.seed)
+    model = Gemma4UnifiedForConditionalGeneration(cfg)
+    cool_init(model)
+    return tok, model
+
+
+@torch.no_grad()
+def cool_init(model) -> None:
+    """q/k norm weights at head_dim^-1/4 (unit-variance q.k); position table at unit scale."""
+    for layer in model.model.language_model.layers:
+        attn = layer.self_attn
+        attn.q_norm.weight.fill_(attn.head_dim ** -0.25)
+        if hasattr(attn, "k_norm"):
+            attn.k_norm.weight.fill_(attn.head_dim ** -0.25)
+    model.model.embed_vision.pos_embedding.normal_(0.0, 1.0)
+
+
+# -- losses ---------------------------------------------------------------------------------------
+def _cap(model, logits: torch.Tensor) -> torch.Tensor:
+    cap = model.config.get_text_config().final_logit_softcapping
+    return cap * torch.tanh(logits / cap) if cap else logits
+
+
+def forward(model, batch: dict, mid_layer: int | None = None):
+    """Model forward on one collated sub-batch: (logits [B, L, V], middle-layer hidden or None)."""
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "mm_token_type_ids", "input_features",
+                                     "input_features_mask", "video_position_ids", "num_frames_per_video") if k in batch}
+    if "pixel_u8" in batch:
+        inputs["pixel_values_videos"] = batch["pixel_u8"].float() / 255.0  # the video processor's x/255
+    captured = {}
+    hook = None
+    if mid_layer is not None:
+        def grab(_m, _i, out):
+            captured["h"] = out[0] if isinstance(out, tuple) else out
+        hook = model.model.language_model.layers[mid_layer].register_forward_hook(grab)
+    try:
+        out = model(**inputs, return_dict=True)
+    finally:
+        if hook is not None:
+            hook.remove()
+    return out.logits, captured.get("h")
+
+
+def step_losses(model, batch: dict, recipe: Recipe) -> dict[str, torch.Tensor]:
+    """Target LM loss and the auxiliary losses of one sub-batch."""
+    mid = len(model.model.language_model.layers) // 2 - 1
+    logits, hidden_mid = forward(model, batch, mid if "audio_time" in batch else None)
+    labels = batch["labels"]
+    lm = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+    losses = {"lm": lm}
+    types = batch["mm_token_type_ids"]
+    if "cells" in batch:
+        cell_logp = logits[types == VIDEO].float().log_softmax(-1)  # [N, V]
+        target = batch["cells"]  # [N, 3] word ids
+        losses["cells"] = -cell_logp.gather(1, target).mean()
+    if "audio_time" in batch:
+        amask = types == AUDIO
+        logp = logits.float().log_softmax(-1)
+        targets = batch["ctc_targets"]
+        keep = [i for i, t in enumerate(targets) if t.numel() > 0]
+        if keep:
+            lens = amask.sum(1)
+            t_max = int(lens.max())
+            per = torch.zeros((len(keep), t_max, logp.shape[-1]), dtype=logp.dtype)
+            for j, i in enumerate(keep):
+                per[j, : int(lens[i])] = logp[i][amask[i]]
+            # summed over items, per audio frame: the same scale as a per-token cross-entropy
+            losses["ctc"] = F.ctc_loss(per.transpose(0, 1), torch.cat([targets[i] for i in keep]), lens[keep],
+                                       torch.tensor([targets[i].numel() for i in keep]), blank=0, reduction="sum",
+                                       zero_infinity=True) / lens[keep].sum()
+        norm = model.model.language_model.norm
+        t_logp = _cap(model, model.lm_head(norm(hidden_mid[amask]))).float().log_softmax(-1)
+        losses["time"] = -t_logp.gather(1, batch["audio_time"]).mean()
+    return losses
+
+
+def total(losses: dict[str, torch.Tensor], recipe: Recipe) -> torch.Tensor:
+    w = {"lm": 1.0, "ctc": recipe.w_ctc, "cells": recipe.w_cells, "time": recipe.w_time}
+    return sum(w[k] * v for k, v in losses.items())
+
+
+# -- data -----------------------------------------------------------------------------------------
+@dataclass
+class _Shim:
+    """Just what PromptBuilder needs of a Backbone."""
+
+    tokenizer: object
+    chat_template: str
+    config: object
+
+
+def step_batches(recipe: Recipe, step: int, builder, vocab, batch_scale: float = 1.0) -> dict[str, dict]:
+    """The sub-batches of one step, drawn from [seed, step] only (so a resume is exact)."""
+    rng = np.random.default_rng([recipe.seed, step])
+    pad = vocab.tok.pad_token_id
+    stage = recipe.stage(step)
+    n_short = max(1, round((recipe.short_batch if stage == "A" else recipe.replay) * batch_scale))
+    out = {
+        "utterances": S.collate([S.utterance_item(rng, builder, vocab) for _ in range(n_short)], pad),
+        "frames": S.collate([S.frame_item(rng, builder, vocab) for _ in range(n_short)], pad),
+    }
+    if stage == "B":
+        n = max(1, round(recipe.b_windows * batch_scale))
+        out["windows"] = S.collate([S.window_item(rng, builder, vocab, int(rng.integers(3, 7))) for _ in range(n)], pad)
+    elif stage == "C":
+        n = max(1, round(recipe.c_windows * batch_scale))
+        # mostly full windows (a source's last window is shorter); one width per step keeps padding low
+        width = recipe.window_s if rng.random() < 0.75 else int(rng.integers(3, recipe.window_s))
+        out["windows"] = S.collate([S.window_item(rng, builder, vocab, width) for _ in range(n)], pad)
+    return out
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    def __init__(self, base: Path, recipe: Recipe, start: int, batch_scale: float):
+        self.base, self.recipe, self.start, self.scale = base, recipe, start, batch_scale
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        builder, vocab = make_builder(self.base)
+        step = self.start + wid
+        while True:
+            yield step, step_batches(self.recipe, step, builder, vocab, self.scale)
+            step += nw
+
+
+def make_builder(model_dir: Path):
+    from transformers import AutoTokenizer, Gemma4UnifiedConfig
+
+    from ..prompt import PromptBuilder
+
+    tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    cfg = Gemma4UnifiedConfig.from_pretrained(model_dir)
+    return PromptBuilder(_Shim(tok, (model_dir / "chat_template.jinja").read_text(), cfg)), S.Vocab(tok)
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+def save(ckpt: Path, model, ema, opt, step: int, recipe: Recipe, spent_s: float) -> None:
+    from safetensors.torch import save_file
+
+    ckpt.mkdir(parents=True, exist_ok=True)
+    for name, m in (("model", model), ("ema", ema)):
+        state = {k: v.detach().contiguous() for k, v in m.state_dict().items() if k != "lm_head.weight"}
+        save_file(state, ckpt / f"{name}.safetensors.tmp")
+    torch.save({"opt": opt.state_dict(), "torch_rng": torch.get_rng_state()}, ckpt / "optimizer.pt.tmp")
+    (ckpt / "state.json.tmp").write_text(json.dumps({"step": step, "spent_s": spent_s, "recipe": asdict(recipe)}))
+    for name in ("model.safetensors", "ema.safetensors", "optimizer.pt", "state.json"):  # state.json last: it commits
+        os.replace(ckpt / f"{name}.tmp", ckpt / name)
+
+
+def load(ckpt: Path, model, ema, opt) -> tuple[int, float]:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(ckpt / "model.safetensors"), strict=False)
+    ema.load_state_dict(load_file(ckpt / "ema.safetensors"), strict=False)
+    model.tie_weights()
+    ema.tie_weights()
+    blob = torch.load(ckpt / "optimizer.pt", weights_only=True)
+    opt.load_state_dict(blob["opt"])
+    torch.set_rng_state(blob["torch_rng"])
+    meta = json.loads((ckpt / "state.json").read_text())
+    return meta["step"], meta["spent_s"]
+
+
+def export(model, base: Path, out_dir: Path, recipe: Recipe, note: dict | None = None) -> Path:
+    """A Hugging Face folder (bf16 safetensors + tokenizer + template + onepass.json) for ``--model``."""
+    from ..train import export as hf_export
+
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    hf_export(copy.deepcopy(model).eval(), base, tmp)
+    (tmp / MODEL_META).write_text(json.dumps({"window_s": recipe.window_s, **(note or {})}, indent=1))
+    if out_dir.exists():
+        import shutil
+
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+# -- the loop -------------------------------------------------------------------------------------
+def _decay_groups(model, wd: float):
+    decay, rest = [], []
+    for name, p in model.named_parameters():
+        (decay if p.ndim >= 2 and "pos_embedding" not in name else rest).append(p)
+    return [{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="run folder (keep it OUTSIDE the repository)")
+    ap.add_argument("--minutes", type=float, default=None, help="stop (with a checkpoint and an export) after this long")
+    ap.add_argument("--max-steps", type=int, default=None, help="stop at this step")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--workers", type=int, default=1, help="data worker processes")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads of the trainer")
+    ap.add_argument("--batch-scale", type=float, default=1.0, help="multiply every batch size (a GPU takes 4-8)")
+    ap.add_argument("--save-every-min", type=float, default=10.0)
+    ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--export-only", action="store_true", help="export the checkpoint's EMA weights and stop")
+    for f in Recipe.__dataclass_fields__.values():
+        ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
+                        help=f"recipe (default {f.default}; a resumed run keeps its own)")
+    args = ap.parse_args(argv)
+
+    from .evaluate import evaluate_short
+
+    ckpt, base = args.out / "ckpt", args.out / "base"
+    overrides = {k: getattr(args, k) for k in Recipe.__dataclass_fields__ if getattr(args, k) is not None}
+    if (ckpt / "state.json").exists():
+        recipe = Recipe(**{**json.loads((ckpt / "state.json").read_text())["recipe"], **overrides})
+    else:
+        recipe = Recipe(**overrides)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    tok, model = build_model(recipe, base)
+    model.to(args.device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(_decay_groups(model, recipe.weight_decay), lr=recipe.lr, betas=(0.9, 0.98), eps=1e-8)
+    step, spent_s = 0, 0.0
+    if (ckpt / "state.json").exists():
+        step, spent_s = load(ckpt, model, ema, opt)
+        print(f"resumed at step {step} ({spent_s / 60:.1f} min spent)", flush=True)
+    if args.export_only:
+        export(ema, base, args.out / "export", recipe, {"step": step})
+        print(f"exported {args.out / 'export'} (step {step})", flush=True)
+        return 0
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model {n_params / 1e6:.2f} M params, vocab {len(tok)}, device {args.device}, recipe {asdict(recipe)}", flush=True)
+    loader = torch.utils.data.DataLoader(_Stream(base, recipe, step, args.batch_scale), batch_size=None,
+                                         num_workers=args.workers, prefetch_factor=2 if args.workers else None,
+                                         persistent_workers=bool(args.workers))
+    log = open(args.out / "log.jsonl", "a")
+    t0, t_saved = time.time() - spent_s, time.time()
+    stop_at = time.time() + args.minutes * 60 if args.minutes else None
+    dev = torch.device(args.device)
+    sums: dict[str, float] = {}
+    count = 0
+    model.train()
+    for got_step, batches in loader:
+        assert got_step == step, (got_step, step)
+        if (stop_at and time.time() >= stop_at) or (args.max_steps is not None and step >= args.max_steps):
+            break
+        lr = recipe.lr_at(step)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        for kind, batch in batches.items():
+            batch = {k: ([t.to(dev) for t in v] if isinstance(v, list) else v.to(dev)) for k, v in batch.items()}
+            losses = step_losses(model, batch, recipe)
+            total(losses, recipe).backward()
+            for k, v in losses.items():
+                sums[f"{kind[0]}_{k}"] = sums.get(f"{kind[0]}_{k}", 0.0) + float(v)
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip)
+        opt.step()
+        with torch.no_grad():
+            d = min(recipe.ema, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - d)
+        step += 1
+        count += 1
+        if step % 10 == 0 or step == 1:
+            rec = {"step": step, "stage": recipe.stage(step - 1), "min": round((time.time() - t0) / 60, 2), "lr": round(lr, 6),
+                   "gnorm": round(float(gnorm), 3), **{k: round(v / count, 4) for k, v in sorted(sums.items())}}
+            print(json.dumps(rec), flush=True)
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            sums, count = {}, 0
+        if step % args.eval_every == 0:
+            ev = evaluate_short(ema, tok, base, recipe, windows=recipe.stage(step - 1) != "A")
+            rec = {"step": step, "eval": ev, "min": round((time.time() - t0) / 60, 2)}
+            print(json.dumps(rec), flush=True)
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            model.train()
+        if time.time() - t_saved > args.save_every_min * 60:
+            save(ckpt, model, ema, opt, step, recipe, time.time() - t0)
+            export(ema, base, args.out / "export", recipe, {"step": step})
+            t_saved = time.time()
+            print(f"checkpoint at step {step}", flush=True)
+    save(ckpt, model, ema, opt, step, recipe, time.time() - t0)
+    export(ema, base, args.out / "export", recipe, {"step": step})
+    print(f"stopped at step {step} after {(time.time() - t0) / 60:.1f} min; exported {args.out / 'export'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
