@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["Backbone", "ModelLoadError", "DEFAULT_MODEL_DIR", "load_backbone", "pick_device_dtype"]
+from .meta import DEFAULT_MODEL_DIR, MODEL_META, model_window_s
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
+__all__ = ["Backbone", "ModelLoadError", "DEFAULT_MODEL_DIR", "MODEL_META", "load_backbone", "model_window_s", "pick_device_dtype"]
+
 ARCHITECTURE = "Gemma4UnifiedForConditionalGeneration"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 

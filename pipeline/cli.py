@@ -34,7 +34,8 @@ Exit status: 0 all inputs succeeded, 1 some failed (see the sources table), 2 us
 @click.option("--ask", "questions", multiple=True, help="A question answered for every window (repeatable).")
 @click.option("--fps", type=float, default=_DEFAULTS.fps, show_default=True, help="Frames kept per second.")
 @click.option("--budget", type=click.Choice(["70", "140", "280", "560", "1120"]), default=str(_DEFAULTS.budget), show_default=True, help="Soft tokens per frame.")
-@click.option("--window-s", type=int, default=_DEFAULTS.window_s, show_default=True, help="Window length in seconds (at most 30).")
+@click.option("--window-s", type=int, default=None,
+              help="Window length in seconds (at most 30). Default: the model's own (the bundled model: 10; Gemma 4 weights: 30).")
 @click.option("--decode-mode", type=click.Choice(["fast", "exact"]), default=_DEFAULTS.decode_mode, show_default=True, help="fast skips unreferenced frames (kept frame may lag by <= 250 ms).")
 @click.option("--workers", type=int, default=_DEFAULTS.workers, show_default=True, help="Sources decoded at once.")
 @click.option("--batch", "batch_windows", type=int, default=_DEFAULTS.batch_windows, show_default=True, help="Windows per backbone batch.")
@@ -231,7 +232,7 @@ def report(output, source_id, out_dir):
 @click.option("--clips", "n_clips", type=int, default=20, show_default=True, help="Held-out clips to generate.")
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--speech-dir", type=click.Path(path_type=Path), default=None, help="Also score real recordings (*.wav + *.txt).")
-@click.option("--window-s", type=int, default=_DEFAULTS.window_s, show_default=True)
+@click.option("--window-s", type=int, default=None, help="Default: the model's own.")
 def evaluate_cmd(output, model, n_clips, seed, speech_dir, window_s):
     """Measure the model on freshly generated held-out clips of the default model's domain:
     WER, DER (0.25 s collar), exact-caption share, median boundary error."""

@@ -22,7 +22,7 @@ class RunConfig:
     questions: tuple[str, ...] = ()
     fps: float = 1.0
     budget: int = 70  # soft tokens per frame (70, 140, 280, 560, 1120)
-    window_s: int = 30  # never more than 30 s of audio per window
+    window_s: int | None = None  # None: the model's own (onepass.json beside its config; else 30 s)
     decode_mode: str = "fast"
     workers: int = 2  # sources decoded at once
     batch_windows: int = 4  # windows per backbone batch
@@ -39,6 +39,10 @@ class RunConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.window_s is None:
+            from onepass.model.meta import model_window_s
+
+            object.__setattr__(self, "window_s", model_window_s(self.model))
         if not 1 <= self.window_s <= 30:
             raise ValueError(f"--window-s must be 1..30 (the model takes at most 30 s of audio), got {self.window_s}")
         if self.budget not in (70, 140, 280, 560, 1120):

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from onepass.model import metrics
+from onepass.model.training import metrics
 
 from .config import RunConfig
 from .run import build_pipeline
@@ -25,7 +25,7 @@ __all__ = ["make_heldout_clips", "score", "evaluate"]
 
 
 def make_heldout_clips(folder: Path, n: int, seed: int, duration_s: tuple[int, int] = (20, 60)) -> list[Path]:
-    from onepass.model.domain import random_timeline, write_clip
+    from onepass.model.training.domain import random_timeline, write_clip
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([10_000 + seed])

@@ -1,11 +1,11 @@
-"""The default model's domain generator, training recipe (smoke) and measures."""
+"""The default model's domain generator, training items and recipe, and measures."""
 
 import json
 
 import numpy as np
 import pytest
 
-from onepass.model import domain, metrics
+from onepass.model.training import domain, metrics
 from onepass.model.tasks import parse_captions, parse_transcript
 from onepass.operators.spans import Span
 
@@ -59,45 +59,114 @@ def test_clip_has_h264_aac_and_truth(tmp_path):
     assert truth["scenes"][0]["start_ms"] == 0 and truth["duration_ms"] == 6000
 
 
-def test_training_targets_parse_back_to_the_truth():
-    from onepass.model.prompt import PromptBuilder
-    from onepass.model.train import build_config, build_tokenizer, make_sample, _Shim
-    import tempfile
-    from pathlib import Path
+def _builder(tmp):
+    from onepass.model.training.recipe import make_builder
+    from onepass.model.training.build import build_config, build_tokenizer
 
-    with tempfile.TemporaryDirectory() as d:
-        tok = build_tokenizer(Path(d))
-        cfg = build_config(tok, hidden=64, layers=2, heads=2, intermediate=128)
-        builder = PromptBuilder(_Shim(tok, (Path(d) / "chat_template.jinja").read_text(), cfg))
-        rng = np.random.default_rng(4)
-        for task in ("captions", "transcript"):
-            s = make_sample(rng, builder, task=task, window_s=(8, 8))
-            assert (s["types"] == 2).sum() == 8 * 66 and (s["types"] == 3).sum() == 200
-            decoded = tok.decode(s["labels"][s["labels"] >= 0], skip_special_tokens=True)
-            assert "<unk>" not in tok.decode(s["ids"])
-            window = Span(0, 8000)
-            if task == "captions":
-                caps = parse_captions(decoded, s["stamps"], window)
-                assert [c.text for c in caps] == [c for _, c in s["scenes"]]
-            else:
-                segs = parse_transcript(decoded, window)
-                assert " ".join(x.text for x in segs) == " ".join(line.split(" ", 2)[2] for line in s["target"].splitlines())
+    tok = build_tokenizer(tmp)
+    build_config(tok, hidden=64, layers=2, heads=2, intermediate=128).save_pretrained(tmp)
+    return (*make_builder(tmp), tok)
 
 
-def test_training_runs_resumes_and_exports_a_loadable_checkpoint(tmp_path):
+def test_training_items_parse_back_to_the_truth(tmp_path):
+    from onepass.model.training import samples as S
+
+    builder, vocab, tok = _builder(tmp_path)
+    rng = np.random.default_rng(4)
+    for task in ("captions", "transcript"):
+        s = S.window_item(rng, builder, vocab, 8, task=task)
+        assert (s["types"] == 2).sum() == 8 * 66 and (s["types"] == 3).sum() == 200
+        assert s["cells"].shape == (8 * 66, 3) and s["audio_time"].shape == (200, 2)
+        decoded = tok.decode(s["labels"][s["labels"] >= 0], skip_special_tokens=True)
+        assert "<unk>" not in tok.decode(s["ids"])
+        window = Span(0, 8000)
+        if task == "captions":
+            caps = parse_captions(decoded, s["stamps"], window)
+            assert [c.text for c in caps] == [s["frame_captions"][t] for t in s["stamps"]]
+        else:
+            segs = parse_transcript(decoded, window)
+            assert " ".join(x.text for x in segs) == " ".join(line.split(" ", 2)[2] for line in s["target"].splitlines())
+    u = S.utterance_item(rng, builder, vocab)
+    seg = parse_transcript(u["target"], Span(0, 60_000))[0]
+    assert tok.decode(u["ctc"]) == seg.text  # CTC target = the spoken words
+    # the words' audio lies inside the stated span: energy inside, silence before it
+    wave = u["audio"].reshape(-1)
+    inside = wave[seg.span.start_ms * 16 : seg.span.end_ms * 16]
+    before = wave[: max(0, seg.span.start_ms - 60) * 16]
+    assert np.sqrt(np.mean(inside**2)) > 5 * (np.sqrt(np.mean(before**2)) if before.size else 0)
+    # second / tenth labels of the audio frames
+    assert tok.convert_ids_to_tokens(u["audio_time"][26].tolist()) == ["01", "0"]  # frame 26 starts at 1040 ms
+
+
+def test_cell_labels_name_the_shape_under_each_cell(tmp_path):
+    from onepass.model.training import samples as S
+
+    builder, vocab, tok = _builder(tmp_path)
+    shp = domain.Shape("square", "red", (220, 40, 40), x0=0, y0=0, size=180)
+    scene = domain.Scene(40, (shp,), "a large red square")
+    patches, cells = S._render_cells(scene, np.random.default_rng(0), vocab)
+    assert patches.grid_hw == (6, 11)
+    words = [tuple(tok.convert_ids_to_tokens(c.tolist())) for c in cells]
+    assert words[0] == ("red", "square", "large")  # top-left cell: fully covered
+    assert words[10] == ("<pad>",) * 3  # top-right cell: background
+    covered = sum(w[0] == "red" for w in words)
+    assert 9 <= covered <= 16  # 180 px square over ~58x60 px cells: 3-4 cells a side
+    pair = domain.Scene(40, (domain.Shape("circle", "blue", (50, 80, 230), 20, 100, 100),
+                             domain.Shape("triangle", "white", (240, 240, 240), 300, 120, 100)), "blue circle left of white triangle")
+    words = {tuple(tok.convert_ids_to_tokens(c.tolist())) for c in S.cell_labels(pair, patches, vocab)}
+    assert {("blue", "circle", "left"), ("white", "triangle", "right"), ("<pad>",) * 3} == words
+
+
+def _train(args):
+    from onepass.model.training.recipe import main
+
+    return main(args)
+
+
+def test_training_resumes_exactly_and_exports_a_loadable_checkpoint(tmp_path):
+    import torch
+
     from onepass.model.load import load_backbone
-    from onepass.model.train import main
+    from onepass.model.meta import model_window_s
 
-    args = ["--out", str(tmp_path), "--device", "cpu", "--batch", "1", "--workers", "0", "--hidden", "64",
-            "--layers", "2", "--window-s", "3", "4", "--minutes", "5"]
-    assert main(args + ["--max-steps", "2"]) == 0
-    state = json.loads((tmp_path / "ckpt" / "state.json").read_text())
-    assert state["step"] == 2
-    assert main(args + ["--max-steps", "3"]) == 0  # resumes from step 2
-    assert json.loads((tmp_path / "ckpt" / "state.json").read_text())["step"] == 3
-    assert any(json.loads(l)["step"] == 1 for l in (tmp_path / "log.jsonl").read_text().splitlines())
-    bb = load_backbone(tmp_path / "export", device="cpu")
+    tiny = ["--device", "cpu", "--workers", "0", "--threads", "1", "--hidden", "64", "--layers", "2", "--intermediate", "128",
+            "--short-batch", "2", "--replay", "1", "--b-windows", "1", "--c-windows", "1", "--stage-b", "1", "--stage-c", "2",
+            "--window-s", "3", "--eval-every", "2", "--eval-items", "4"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _train(["--out", str(a), "--max-steps", "3"] + tiny) == 0  # stages A, B, C in one go
+    assert _train(["--out", str(b), "--max-steps", "2"] + tiny) == 0
+    assert json.loads((b / "ckpt" / "state.json").read_text())["step"] == 2
+    assert _train(["--out", str(b), "--max-steps", "3"] + tiny) == 0  # resumes from step 2
+    # the resumed run continued the optimizer (Adam's per-parameter step counts 3, not 1)...
+    state = torch.load(b / "ckpt" / "optimizer.pt", weights_only=True)["opt"]["state"]
+    assert {int(v["step"]) for v in state.values()} == {3}
+    # ...and trained on the same draws: the same frames, cells and words; not the audio itself,
+    # which eSpeak NG jitters by a few samples from call to call (so audio token counts may differ)
+    from onepass.model.training.recipe import Recipe, make_builder, step_batches
+
+    builder, vocab = make_builder(b / "base")
+    rec = Recipe(stage_b=1, stage_c=2, short_batch=2, replay=1, b_windows=1, c_windows=1, window_s=3)
+    for step in (0, 2):
+        x, y = step_batches(rec, step, builder, vocab), step_batches(rec, step, builder, vocab)
+        assert x.keys() == y.keys()
+        for kind, k in [("frames", k) for k in x["frames"]] + [("utterances", "ctc_targets")] + [
+                ("windows", k) for k in ("pixel_u8", "video_position_ids", "cells") if "windows" in x]:
+            a_, b_ = x[kind][k], y[kind][k]
+            assert all(map(torch.equal, a_, b_)) if isinstance(a_, list) else torch.equal(a_, b_), (step, kind, k)
+    log = [json.loads(line) for line in (a / "log.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in log if "stage" in r] == ["A"]  # step 1 is logged; 10, 20... thereafter
+    evals = [r["eval"] for r in log if "eval" in r]
+    assert evals and {"utt_wer", "frame_exact", "swap_audio", "swap_frames", "win_wer", "win_caption_exact"} <= evals[0].keys()
+    bb = load_backbone(a / "export", device="cpu")
     assert bb.config.text_config.hidden_size == 64 and len(bb.stop_ids) == 2
+    assert model_window_s(a / "export") == 3
+    # the cool init is what training starts from
+    from onepass.model.training.recipe import Recipe, build_model
+
+    _, model = build_model(Recipe(hidden=64, layers=2, intermediate=128), tmp_path / "c")
+    attn = model.model.language_model.layers[0].self_attn
+    assert float(attn.q_norm.weight[0]) == pytest.approx(attn.head_dim ** -0.25)
+    assert float(model.model.embed_vision.pos_embedding.std()) == pytest.approx(1.0, abs=0.05)
 
 
 def test_wer_der_and_boundaries():

@@ -109,10 +109,11 @@ def evaluate_short(model, tok, base, recipe, *, n: int = 48, windows: bool = Tru
     out.update({f"frame_{k}": round(v / n, 4) for k, v in attr.items()})
 
     # media-swap gap: own media vs the next item's (same layout: rebuilt around the other media)
-    out["swap_audio"] = [round(_target_loss(model, utts[:16], pad), 4),
-                         round(_target_loss(model, [_swap_audio(u, utts[(j + 1) % 16], builder, vocab) for j, u in enumerate(utts[:16])], pad), 4)]
-    out["swap_frames"] = [round(_target_loss(model, frames[:16], pad), 4),
-                          round(_target_loss(model, [_swap_frame(f, frames[(j + 1) % 16], builder, vocab) for j, f in enumerate(frames[:16])], pad), 4)]
+    m = min(16, n)
+    out["swap_audio"] = [round(_target_loss(model, utts[:m], pad), 4),
+                         round(_target_loss(model, [_swap_audio(u, utts[(j + 1) % m], builder, vocab) for j, u in enumerate(utts[:m])], pad), 4)]
+    out["swap_frames"] = [round(_target_loss(model, frames[:m], pad), 4),
+                          round(_target_loss(model, [_swap_frame(f, frames[(j + 1) % m], builder, vocab) for j, f in enumerate(frames[:m])], pad), 4)]
 
     if windows:
         rng = np.random.default_rng([_HELDOUT, 1])

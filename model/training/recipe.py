@@ -16,7 +16,8 @@ What makes a small Gemma 4 Unified learn to look and listen here (measured in is
   the tied lm_head: CTC over the audio positions (blank = <pad>), per-cell words at video positions
   (colour, shape, size or role of the shape covering the cell), and, at a middle layer, the second
   and tenth each audio frame belongs to.
-- AdamW, warmup then cosine BY STEP (a resume is exact: batches are drawn from [seed, step]), and an
+- AdamW, warmup then cosine BY STEP (a resume continues the schedule and the draws: batches come
+  from [seed, step] alone; only eSpeak NG's own jitter of a few samples is not reproducible), and an
   exponential moving average of the weights, which is what is evaluated and exported.
 
 ``OUT/ckpt`` (weights, EMA, optimizer, step, written every ``--save-every-min``) makes a run
@@ -41,12 +42,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..meta import MODEL_META
 from ..prompt import AUDIO, VIDEO
 from . import samples as S
+from .build import export_hf
 
 __all__ = ["Recipe", "build_model", "cool_init", "step_losses", "main"]
 
-MODEL_META = "onepass.json"  # beside config.json: what onepass needs to know that HF does not hold
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def build_model(recipe: Recipe, base: Path):
     """Tokenizer + config in ``base`` (made once), and a freshly initialised model."""
     from transformers import AutoTokenizer, Gemma4UnifiedConfig, Gemma4UnifiedForConditionalGeneration
 
-    from ..train import build_config, build_tokenizer
+    from .build import build_config, build_tokenizer
 
     if not (base / "config.json").exists():
         tok = build_tokenizer(base)
@@ -188,22 +190,27 @@ class _Shim:
 
 def step_batches(recipe: Recipe, step: int, builder, vocab, batch_scale: float = 1.0) -> dict[str, dict]:
     """The sub-batches of one step, drawn from [seed, step] only (so a resume is exact)."""
-    rng = np.random.default_rng([recipe.seed, step])
+    seeds = iter(np.random.SeedSequence([recipe.seed, step]).spawn(1000))
+
+    def rng():  # one generator per item: an item's draws do not shift the next item's
+        return np.random.default_rng(next(seeds))
+
     pad = vocab.tok.pad_token_id
     stage = recipe.stage(step)
     n_short = max(1, round((recipe.short_batch if stage == "A" else recipe.replay) * batch_scale))
     out = {
-        "utterances": S.collate([S.utterance_item(rng, builder, vocab) for _ in range(n_short)], pad),
-        "frames": S.collate([S.frame_item(rng, builder, vocab) for _ in range(n_short)], pad),
+        "utterances": S.collate([S.utterance_item(rng(), builder, vocab) for _ in range(n_short)], pad),
+        "frames": S.collate([S.frame_item(rng(), builder, vocab) for _ in range(n_short)], pad),
     }
     if stage == "B":
         n = max(1, round(recipe.b_windows * batch_scale))
-        out["windows"] = S.collate([S.window_item(rng, builder, vocab, int(rng.integers(3, 7))) for _ in range(n)], pad)
+        out["windows"] = S.collate([S.window_item(r, builder, vocab, int(r.integers(3, 7))) for r in (rng() for _ in range(n))], pad)
     elif stage == "C":
         n = max(1, round(recipe.c_windows * batch_scale))
         # mostly full windows (a source's last window is shorter); one width per step keeps padding low
-        width = recipe.window_s if rng.random() < 0.75 else int(rng.integers(3, recipe.window_s))
-        out["windows"] = S.collate([S.window_item(rng, builder, vocab, width) for _ in range(n)], pad)
+        r = rng()
+        width = recipe.window_s if r.random() < 0.75 else int(r.integers(3, recipe.window_s))
+        out["windows"] = S.collate([S.window_item(rng(), builder, vocab, width) for _ in range(n)], pad)
     return out
 
 
@@ -261,10 +268,8 @@ def load(ckpt: Path, model, ema, opt) -> tuple[int, float]:
 
 def export(model, base: Path, out_dir: Path, recipe: Recipe, note: dict | None = None) -> Path:
     """A Hugging Face folder (bf16 safetensors + tokenizer + template + onepass.json) for ``--model``."""
-    from ..train import export as hf_export
-
     tmp = out_dir.with_name(out_dir.name + ".tmp")
-    hf_export(copy.deepcopy(model).eval(), base, tmp)
+    export_hf(copy.deepcopy(model).eval(), base, tmp)
     (tmp / MODEL_META).write_text(json.dumps({"window_s": recipe.window_s, **(note or {})}, indent=1))
     if out_dir.exists():
         import shutil
@@ -293,6 +298,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-scale", type=float, default=1.0, help="multiply every batch size (a GPU takes 4-8)")
     ap.add_argument("--save-every-min", type=float, default=10.0)
     ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--eval-items", type=int, default=48, help="held-out utterances and frames per evaluation")
     ap.add_argument("--export-only", action="store_true", help="export the checkpoint's EMA weights and stop")
     for f in Recipe.__dataclass_fields__.values():
         ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
@@ -347,7 +353,7 @@ def main(argv=None) -> int:
             losses = step_losses(model, batch, recipe)
             total(losses, recipe).backward()
             for k, v in losses.items():
-                sums[f"{kind[0]}_{k}"] = sums.get(f"{kind[0]}_{k}", 0.0) + float(v)
+                sums[f"{kind[0]}_{k}"] = sums.get(f"{kind[0]}_{k}", 0.0) + float(v.detach())
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip)
         opt.step()
         with torch.no_grad():
@@ -364,7 +370,8 @@ def main(argv=None) -> int:
             log.flush()
             sums, count = {}, 0
         if step % args.eval_every == 0:
-            ev = evaluate_short(ema, tok, base, recipe, windows=recipe.stage(step - 1) != "A")
+            ev = evaluate_short(ema, tok, base, recipe, n=args.eval_items, windows=recipe.stage(step - 1) != "A",
+                                n_windows=max(1, args.eval_items // 8))
             rec = {"step": step, "eval": ev, "min": round((time.time() - t0) / 60, 2)}
             print(json.dumps(rec), flush=True)
             log.write(json.dumps(rec) + "\n")

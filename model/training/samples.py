@@ -23,7 +23,7 @@ import torch
 from onepass.operators.audio import frame_audio
 from onepass.operators.patchify import CELL_PX, patchify
 
-from .. import domain
+from . import domain
 from ..tasks import Prompts, format_captions, format_transcript
 
 __all__ = ["Vocab", "utterance_item", "frame_item", "window_item", "collate", "BUDGET"]

@@ -88,7 +88,7 @@ class Voice:
         return self.name
 
     def say(self, text: str) -> np.ndarray:
-        from .espeak import Espeak
+        from .speech import Espeak
 
         return Espeak.get().say(text, self.name, self.pitch, self.speed) * self.gain
 

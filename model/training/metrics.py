@@ -1,0 +1,71 @@
+"""Measures of the default model's domain: WER (jiwer), DER with collar (pyannote.metrics), exact captions,
+boundary error. The hand-counted cases in tests/test_domain_and_metrics.py cross-check both libraries."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["normalise_words", "wer", "der", "caption_exact", "boundary_errors"]
+
+
+def normalise_words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+
+
+def wer(ref: str, hyp: str) -> tuple[int, int]:
+    """(word errors, reference words), counted by jiwer over lower-cased words."""
+    import jiwer
+
+    r, h = normalise_words(ref), normalise_words(hyp)
+    if not r:
+        return len(h), 0
+    if not h:
+        return len(r), len(r)
+    out = jiwer.process_words(" ".join(r), " ".join(h))
+    return out.substitutions + out.deletions + out.insertions, len(r)
+
+
+def der(reference: list[tuple[int, int, str]], hypothesis: list[tuple[int, int, str]], *, collar_ms: int = 250) -> tuple[float, float]:
+    """Diarization error (missed + false alarm + confusion) and scored reference speech, in seconds,
+    by pyannote.metrics. Turns are (start_ms, end_ms, speaker); ``collar_ms`` on each side of every
+    reference boundary is not scored (pyannote's ``collar`` is the whole width: 2 x collar_ms);
+    speakers are matched one-to-one to maximise overlap."""
+    from pyannote.core import Annotation, Segment
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    def annotation(turns):
+        ann = Annotation()
+        for k, (a, b, spk) in enumerate(turns):
+            if b > a:
+                ann[Segment(a / 1000, b / 1000), k] = spk
+        return ann
+
+    if not reference and not hypothesis:
+        return 0.0, 0.0
+    detail = DiarizationErrorRate(collar=2 * collar_ms / 1000, skip_overlap=False)(
+        annotation(reference), annotation(hypothesis), detailed=True)
+    errors = detail["confusion"] + detail["missed detection"] + detail["false alarm"]
+    return float(errors), float(detail["total"])
+
+
+def caption_exact(truth_scenes: list[tuple[int, int, str]], captions: dict[int, str], frame_ms: list[int]) -> tuple[int, int]:
+    """(kept frames whose caption equals the truth at that time, kept frames)."""
+    ok = 0
+    for t in frame_ms:
+        truth = next((c for a, b, c in truth_scenes if a <= t < b), None)
+        ok += truth is not None and captions.get(t, "").strip() == truth
+    return ok, len(frame_ms)
+
+
+def boundary_errors(truth: list[tuple[int, int]], segments: list[tuple[int, int]]) -> list[int]:
+    """|start error| and |end error| in ms of each truth utterance against the segment overlapping it most."""
+    errs = []
+    for a, b in truth:
+        best, best_ov = None, 0
+        for c, d in segments:
+            ov = min(b, d) - max(a, c)
+            if ov > best_ov:
+                best, best_ov = (c, d), ov
+        if best is not None:
+            errs += [abs(best[0] - a), abs(best[1] - b)]
+    return errs

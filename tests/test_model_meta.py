@@ -1,0 +1,35 @@
+"""A checkpoint's own window length (onepass.json beside config.json) is the run's default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from onepass.model.meta import DEFAULT_MODEL_DIR, model_window_s
+from onepass.pipeline.config import RunConfig
+
+
+def test_window_follows_the_model_unless_given(tmp_path):
+    model = tmp_path / "m"
+    model.mkdir()
+    assert RunConfig(output=tmp_path, model=model).window_s == 30  # no onepass.json: Gemma 4's 30 s
+    (model / "onepass.json").write_text(json.dumps({"window_s": 10}))
+    assert RunConfig(output=tmp_path, model=model).window_s == 10
+    assert RunConfig(output=tmp_path, model=model, window_s=20).window_s == 20
+    assert RunConfig(output=tmp_path, model=model).fingerprint() != RunConfig(output=tmp_path, model=model, window_s=20).fingerprint()
+
+
+@pytest.mark.parametrize("text", ["{}", "[10]", '{"window_s": "10"}', '{"window_s": true}', "not json"])
+def test_a_bad_meta_file_is_named(tmp_path, text):
+    (tmp_path / "onepass.json").write_text(text)
+    with pytest.raises(ValueError, match="onepass.json"):
+        model_window_s(tmp_path)
+
+
+def test_bundled_model_states_its_window():
+    assert model_window_s() == model_window_s(DEFAULT_MODEL_DIR)
+    meta = Path(DEFAULT_MODEL_DIR) / "onepass.json"
+    if meta.exists():
+        assert model_window_s() == json.loads(meta.read_text())["window_s"]
