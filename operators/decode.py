@@ -36,6 +36,8 @@ import numpy as np
 
 from .spans import ms_from_pts
 
+_AV_TIME_BASE = Fraction(1, 1_000_000)
+
 __all__ = [
     "AUDIO_RATE_HZ",
     "AudioChunk",
@@ -205,7 +207,9 @@ class MediaReader:
 
     def _read_info(self) -> SourceInfo:
         c = self._container
-        start_ms = 0 if c.start_time is None else int(c.start_time) // 1000  # AV_TIME_BASE = 1e6
+        # the same rounding as every frame's pts (ms_from_pts), so relative times are differences of
+        # two rounded instants (AV_TIME_BASE = 1e6)
+        start_ms = 0 if c.start_time is None else ms_from_pts(int(c.start_time), _AV_TIME_BASE)
         duration_ms = None if c.duration is None or c.duration <= 0 else int(c.duration) // 1000
         try:
             size = os.path.getsize(self.source)

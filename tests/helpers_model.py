@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
-FIXTURE_MODEL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "tiny-gemma4-unified"
+FIXTURE_MODEL = Path(__file__).resolve().parent / "fixtures" / "tiny-gemma4-unified"  # config + tokenizer, no weights
 
 
 def make_tiny_checkpoint(dest: Path, *, seed: int = 0, layers: int = 2, from_dir: Path = FIXTURE_MODEL) -> Path:
-    """A fresh random model of the fixture's config (contract doc section 8), saved with
-    save_pretrained (safetensors), plus the fixture's tokenizer and chat template."""
+    """A fresh random model of the reference tiny config (contract doc section 8), saved with
+    save_pretrained (safetensors), plus its tokenizer, chat template and generation config."""
     from transformers import Gemma4UnifiedConfig, Gemma4UnifiedForConditionalGeneration
 
     dest.mkdir(parents=True, exist_ok=True)

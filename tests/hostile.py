@@ -50,7 +50,7 @@ def _lossless_video(path: Path, width: int, height: int, frames: int = 10, codec
     return path
 
 
-def build(root: Path, media_dir: Path | None) -> list[tuple[str, str]]:
+def build(root: Path, malformed_dir: Path) -> list[tuple[str, str]]:
     root.mkdir(parents=True, exist_ok=True)
     cases: list[tuple[str, str]] = []
     add = lambda p, e: cases.append((str(p), e))  # noqa: E731
@@ -109,7 +109,6 @@ def build(root: Path, media_dir: Path | None) -> list[tuple[str, str]]:
     add(root / "broken_link.mp4", "error")
     (root / "folder.mp4").mkdir()
     add(root / "folder.mp4", "error")
-    if media_dir is not None:
-        for wav in sorted((media_dir / "malformed").glob("*.wav")):
-            add(wav, "either")
+    for wav in sorted((malformed_dir / "malformed").glob("*.wav")):  # pocketsphinx's malformed WAVs
+        add(wav, "either")
     return cases

@@ -105,18 +105,11 @@ def tone(duration_s: float, *, rate: int = 16000, start_s: float = 0.0, freq_hz:
 
 
 def espeak(text: str, voice: str = "en-us", pitch: int = 50, speed: int = 160) -> np.ndarray:
-    """Speak ``text`` with espeak-ng; 16 kHz mono float32 (resampled with PyAV)."""
-    import shutil
-    import subprocess
-    import tempfile
+    """Speak ``text`` with the project's own eSpeak NG (espeakng-loader: no Debian package);
+    16 kHz mono float32. The library calls en-gb "en"."""
+    from onepass.model.training.speech import Espeak
 
-    if shutil.which("espeak-ng") is None:
-        import pytest
-
-        pytest.skip("espeak-ng (Debian package) not installed")
-    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-        subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", f.name, text], check=True)
-        return load_16k(f.name)
+    return Espeak.get().say(text, voice.replace("en-gb+", "en+"), pitch, speed)
 
 
 def load_16k(path) -> np.ndarray:

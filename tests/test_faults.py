@@ -60,9 +60,9 @@ def run_cli(inputs: Path, out: Path, model: Path, *extra, env=None) -> subproces
 
 
 @pytest.fixture(scope="module")
-def clean(inputs, tmp_path_factory, fixtures_dir):
+def clean(inputs, tmp_path_factory, tiny_model):
     out = tmp_path_factory.mktemp("clean")
-    proc = run_cli(inputs, out, fixtures_dir / "tiny-gemma4-unified")
+    proc = run_cli(inputs, out, tiny_model)
     log = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, log
     return tables(out)
@@ -89,9 +89,9 @@ def kill_when(pattern: str, sig=signal.SIGKILL, timeout_s: float = 120) -> threa
 
 # an actor is restarted and its call retried; a pool actor is killed while it works on a call
 @pytest.mark.parametrize("actor", ["ray::BackboneActor", "ray::PatchifyActor.patchify", "ray::AudioFrameActor.frame"])
-def test_killing_an_actor_changes_nothing(inputs, clean, tmp_path, fixtures_dir, actor):
+def test_killing_an_actor_changes_nothing(inputs, clean, tmp_path, tiny_model, actor):
     out = tmp_path / "out"
-    proc = run_cli(inputs, out, fixtures_dir / "tiny-gemma4-unified")
+    proc = run_cli(inputs, out, tiny_model)
     t = kill_when(actor)
     log = proc.communicate(timeout=600)[0]
     t.join()
@@ -101,9 +101,9 @@ def test_killing_an_actor_changes_nothing(inputs, clean, tmp_path, fixtures_dir,
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV])  # SIGSEGV: as if FFmpeg crashed
-def test_a_decode_worker_killed_mid_source_is_retried_and_changes_nothing(inputs, clean, tmp_path, fixtures_dir, sig):
+def test_a_decode_worker_killed_mid_source_is_retried_and_changes_nothing(inputs, clean, tmp_path, tiny_model, sig):
     out = tmp_path / "out"
-    proc = run_cli(inputs, out, fixtures_dir / "tiny-gemma4-unified", "--workers", "1")
+    proc = run_cli(inputs, out, tiny_model, "--workers", "1")
     t = kill_when("ray::decode_source", sig=sig)
     log = proc.communicate(timeout=600)[0]
     t.join()
@@ -113,9 +113,9 @@ def test_a_decode_worker_killed_mid_source_is_retried_and_changes_nothing(inputs
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_interrupted_driver_then_rerun_equals_a_clean_run(inputs, clean, tmp_path, fixtures_dir, sig):
+def test_interrupted_driver_then_rerun_equals_a_clean_run(inputs, clean, tmp_path, tiny_model, sig):
     out = tmp_path / "out"
-    proc = run_cli(inputs, out, fixtures_dir / "tiny-gemma4-unified", "--workers", "1")
+    proc = run_cli(inputs, out, tiny_model, "--workers", "1")
     deadline = time.time() + 300
     while time.time() < deadline and not committed(out):
         time.sleep(0.05)  # wait for the first committed source, then interrupt mid-run
@@ -125,7 +125,7 @@ def test_interrupted_driver_then_rerun_equals_a_clean_run(inputs, clean, tmp_pat
     subprocess.run(["ray", "stop", "--force"], capture_output=True) if sig == signal.SIGKILL else None
     partial = tables(out)  # reads cleanly: only whole sources are visible
     assert all(s[1] == "ok" for s in partial["sources"])
-    rerun = run_cli(inputs, out, fixtures_dir / "tiny-gemma4-unified")
+    rerun = run_cli(inputs, out, tiny_model)
     log = rerun.communicate(timeout=600)[0]
     assert rerun.returncode == 0, log
     assert tables(out) == clean  # no duplicate, no missing row

@@ -8,12 +8,12 @@ from hostile import build
 from onepass.pipeline.cli import main
 
 
-def test_hostile_corpus(tmp_path, media_dir, fixtures_dir):
-    cases = build(tmp_path / "in", media_dir)
+def test_hostile_corpus(tmp_path, fixtures_dir, tiny_model):
+    cases = build(tmp_path / "in", fixtures_dir)
     assert len(cases) >= 30
     out = tmp_path / "out"
     res = CliRunner().invoke(main, ["run", *[p for p, _ in cases], "-o", str(out), "--model",
-                                    str(fixtures_dir / "tiny-gemma4-unified"), "--tasks", "", "--workers", "2"])
+                                    str(tiny_model), "--tasks", "", "--workers", "2"])
     assert res.exit_code == 1, res.output
     con = duckdb.connect()
     rows = {r[0]: r[1:] for r in con.execute(
@@ -34,7 +34,7 @@ def test_hostile_corpus(tmp_path, media_dir, fixtures_dir):
     print(f"hostile corpus: {len(cases)} cases, {by_status}")
 
 
-def test_a_source_over_its_time_limit_gets_an_error_row_and_the_run_goes_on(tmp_path, fixtures_dir):
+def test_a_source_over_its_time_limit_gets_an_error_row_and_the_run_goes_on(tmp_path, tiny_model):
     from fractions import Fraction
 
     from synth import tone, write_clip
@@ -42,7 +42,7 @@ def test_a_source_over_its_time_limit_gets_an_error_row_and_the_run_goes_on(tmp_
     long = write_clip(tmp_path / "long.mp4", [40 * i for i in range(25 * 90)], Fraction(1, 1000), audio=tone(90.0))
     short = write_clip(tmp_path / "short.mp4", [40 * i for i in range(25)], Fraction(1, 1000))
     out = tmp_path / "out"
-    res = CliRunner().invoke(main, ["run", str(long), str(short), "-o", str(out), "--model", str(fixtures_dir / "tiny-gemma4-unified"),
+    res = CliRunner().invoke(main, ["run", str(long), str(short), "-o", str(out), "--model", str(tiny_model),
                                     "--tasks", "", "--window-s", "2", "--timeout-s", "1.5"])
     assert res.exit_code == 1, res.output
     rows = dict(duckdb.connect().execute(f"SELECT path, coalesce(error, status) FROM read_parquet('{out}/sources/*/source.parquet')").fetchall())

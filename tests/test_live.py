@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import http.server
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,8 +18,8 @@ import duckdb
 import pytest
 
 from synth import tone, write_clip
+from conftest import tool
 
-pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg (the test sender) not installed")
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +28,7 @@ def ts_clip(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("live")
     mp4 = write_clip(root / "cam.mp4", [40 * i for i in range(300)], Fraction(1, 1000), audio=tone(12.0, freq_hz=300), bframes=0)
     ts = root / "cam.ts"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(mp4), "-c", "copy", "-f", "mpegts", str(ts)], check=True)
+    subprocess.run([tool("ffmpeg"), "-v", "error", "-y", "-i", str(mp4), "-c", "copy", "-f", "mpegts", str(ts)], check=True)
     return ts
 
 
@@ -52,16 +51,16 @@ def window_folders(out: Path) -> list[Path]:
 
 def send(ts: Path, url: str, *, loop: bool = False) -> subprocess.Popen:
     """ffmpeg as the camera: the clip at real time (looped: until killed)."""
-    return subprocess.Popen(["ffmpeg", "-v", "error", "-re", *(["-stream_loop", "-1"] if loop else []), "-i", str(ts),
+    return subprocess.Popen([tool("ffmpeg"), "-v", "error", "-re", *(["-stream_loop", "-1"] if loop else []), "-i", str(ts),
                              "-c", "copy", "-f", "mpegts", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def test_tcp_stream_then_ctrl_c_keeps_committed_windows(ts_clip, tmp_path, fixtures_dir):
+def test_tcp_stream_then_ctrl_c_keeps_committed_windows(ts_clip, tmp_path, tiny_model):
     port = 47000 + os.getpid() % 1000
     sender = send(ts_clip, f"tcp://127.0.0.1:{port}?listen=1", loop=True)
     time.sleep(1.0)
     out = tmp_path / "out"
-    proc = onepass(f"tcp://127.0.0.1:{port}", out, fixtures_dir / "tiny-gemma4-unified")
+    proc = onepass(f"tcp://127.0.0.1:{port}", out, tiny_model)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and len(window_folders(out)) < 2 and proc.poll() is None:
@@ -80,10 +79,10 @@ def test_tcp_stream_then_ctrl_c_keeps_committed_windows(ts_clip, tmp_path, fixtu
     assert n[0] >= 2 and n[1] < 4000  # every committed window's rows are readable (the tone is one voice)
 
 
-def test_udp_stream_ends_after_the_idle_timeout(ts_clip, tmp_path, fixtures_dir):
+def test_udp_stream_ends_after_the_idle_timeout(ts_clip, tmp_path, tiny_model):
     port = 48000 + os.getpid() % 1000
     out = tmp_path / "out"
-    proc = onepass(f"udp://127.0.0.1:{port}", out, fixtures_dir / "tiny-gemma4-unified", "--stream-timeout-s", "3")
+    proc = onepass(f"udp://127.0.0.1:{port}", out, tiny_model, "--stream-timeout-s", "3")
     time.sleep(6.0)  # onepass listens before the sender starts (UDP has no handshake)
     sender = send(ts_clip, f"udp://127.0.0.1:{port}?pkt_size=1316")
     try:
@@ -98,10 +97,10 @@ def test_udp_stream_ends_after_the_idle_timeout(ts_clip, tmp_path, fixtures_dir)
     assert 8000 <= ends <= 12100  # UDP drops datagrams when the receiver is busy: most of the 12 s, not all
 
 
-def test_hls_playlist_over_http(ts_clip, tmp_path, fixtures_dir):
+def test_hls_playlist_over_http(ts_clip, tmp_path, tiny_model):
     hls = tmp_path / "hls"
     hls.mkdir()
-    subprocess.run(["ffmpeg", "-v", "error", "-i", str(ts_clip), "-c", "copy", "-f", "hls", "-hls_time", "4",
+    subprocess.run([tool("ffmpeg"), "-v", "error", "-i", str(ts_clip), "-c", "copy", "-f", "hls", "-hls_time", "4",
                     "-hls_playlist_type", "vod", str(hls / "live.m3u8")], check=True)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(hls))
     handler.log_message = lambda *a: None
@@ -109,7 +108,7 @@ def test_hls_playlist_over_http(ts_clip, tmp_path, fixtures_dir):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     out = tmp_path / "out"
     try:
-        proc = onepass(f"http://127.0.0.1:{server.server_port}/live.m3u8", out, fixtures_dir / "tiny-gemma4-unified")
+        proc = onepass(f"http://127.0.0.1:{server.server_port}/live.m3u8", out, tiny_model)
         log = proc.communicate(timeout=180)[0]
     finally:
         server.shutdown()
@@ -119,10 +118,10 @@ def test_hls_playlist_over_http(ts_clip, tmp_path, fixtures_dir):
     assert len(window_folders(out)) == 3
 
 
-def test_standard_input(ts_clip, tmp_path, fixtures_dir):
+def test_standard_input(ts_clip, tmp_path, tiny_model):
     out = tmp_path / "out"
     with open(ts_clip, "rb") as stdin:
-        proc = onepass("-", out, fixtures_dir / "tiny-gemma4-unified", stdin=stdin)
+        proc = onepass("-", out, tiny_model, stdin=stdin)
         log = proc.communicate(timeout=180)[0]
     assert proc.returncode == 0, log
     got = q(f"SELECT path, status, windows FROM read_parquet('{out}/sources/*/source.parquet')").fetchall()

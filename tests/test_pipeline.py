@@ -13,7 +13,7 @@ from synth import espeak, write_clip
 
 
 @pytest.fixture(scope="module")
-def run_once(tmp_path_factory, fixtures_dir):
+def run_once(tmp_path_factory, tiny_model):
     src = tmp_path_factory.mktemp("in")
     speech = np.concatenate([np.zeros(8000, np.float32), espeak("valve number seven shows corrosion", "en-us+m3", 35, 160),
                              np.zeros(16000, np.float32), espeak("tighten the loose flange", "en-gb+f4", 75, 170)])
@@ -22,7 +22,7 @@ def run_once(tmp_path_factory, fixtures_dir):
     (src / "sub").mkdir()
     (src / "sub" / "broken.mp4").write_bytes(b"this is not a video")
     out = tmp_path_factory.mktemp("out")
-    model = str(fixtures_dir / "tiny-gemma4-unified")
+    model = str(tiny_model)
     args = ["run", str(src), "-o", str(out), "--model", model, "--window-s", "5", "--ask", "what is visible"]
     first = CliRunner().invoke(main, args)
     second = CliRunner().invoke(main, args)

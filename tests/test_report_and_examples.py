@@ -1,19 +1,18 @@
 """The HTML report in a real browser, and the examples (run here so that they cannot rot)."""
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tool
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
-    base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+    base = [tool("chromium"), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp / 'profile'}"]
     return subprocess.run(base + args, capture_output=True, text=True, timeout=120)
 
@@ -32,7 +31,6 @@ def test_batch_example_prints_its_tables(example_run):
     assert "inspection_1" in stdout and "inspection_2" in stdout and "speaker" in stdout
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium (Debian package) is not installed; .ci/run installs it")
 def test_report_renders_in_headless_chromium(example_run, tmp_path):
     from onepass.pipeline.report import write_reports
 

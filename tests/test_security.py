@@ -4,7 +4,6 @@ each of them refuses a caller without the token (other users of the same machine
 import http.client
 import os
 import re
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -12,7 +11,8 @@ import urllib.request
 
 import pytest
 
-grpc = pytest.importorskip("grpc")
+import grpc  # noqa: E402 - grpcio is a test dependency
+from conftest import tool
 
 # one real method per Ray gRPC service: the token is checked before the method runs
 PROBES = [
@@ -47,7 +47,6 @@ def http_status(host: str, port: int, token: str | None) -> int | None:
         return None
 
 
-@pytest.mark.skipif(shutil.which("ss") is None, reason="ss (iproute2) not installed")
 def test_local_run_listens_on_loopback_only_and_every_port_wants_the_token():
     from onepass.pipeline.ray_env import local_ray_env
 
@@ -60,7 +59,7 @@ def test_local_run_listens_on_loopback_only_and_every_port_wants_the_token():
         ray.shutdown()
 
     def listeners() -> dict[tuple[str, int], str]:
-        out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run([tool("ss"), "-ltnpH"], capture_output=True, text=True, check=True).stdout
         found = {}
         for line in out.splitlines():
             m = re.search(r"\s(\S+):(\d+)\s+\S+\s+users:\(\(\"([^\"]+)\",pid=(\d+)", line)

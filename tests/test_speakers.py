@@ -22,8 +22,8 @@ SENTENCES = [
 VOICES = [("en-us+m3", 35, 160), ("en-gb+f4", 75, 170)]
 
 
-def test_two_voices_alternating_across_windows_keep_their_ids(fixtures_dir):
-    runner = Runner(load_backbone(fixtures_dir / "tiny-gemma4-unified", device="cpu"))
+def test_two_voices_alternating_across_windows_keep_their_ids(tiny_model):
+    runner = Runner(load_backbone(tiny_model, device="cpu"))
     windows, truth = [], []
     for k, text in enumerate(SENTENCES):
         voice = k % 2
