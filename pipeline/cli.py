@@ -129,17 +129,6 @@ class _Bars:
             self.total.close()
 
 
-def _connect(output: Path):
-    import duckdb
-
-    from .writers import TABLES, table_glob
-
-    con = duckdb.connect(":memory:")
-    for table in TABLES:
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{table_glob(output, table)}', union_by_name=true)")
-    return con
-
-
 @main.command(epilog="""\b
 Tables: sources, captions, transcripts, speakers, answers.
 Example:
@@ -152,7 +141,9 @@ def query(output, sql, out_file):
     """Run SQL (DuckDB) over the results in OUTPUT. The results are only read."""
     import duckdb
 
-    con = _connect(output)
+    from .writers import connect
+
+    con = connect(output)
     try:
         kinds = [st.type for st in con.extract_statements(sql)]
     except duckdb.Error as exc:
@@ -166,10 +157,16 @@ def query(output, sql, out_file):
         raise click.UsageError(f"query failed: {exc}") from exc
     if out_file is None:
         click.echo(_format_table(rel.columns, rel.fetchall()))
-    elif out_file.suffix == ".parquet":
-        rel.write_parquet(str(out_file))
+        return
+    table = rel.fetch_arrow_table()  # written by onepass, not by SQL: the connection writes nowhere
+    if out_file.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, out_file)
     else:
-        rel.write_csv(str(out_file))
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(table, out_file)
 
 
 def _format_table(columns: list[str], rows: list[tuple], max_width: int = 60) -> str:
@@ -188,9 +185,9 @@ def _format_table(columns: list[str], rows: list[tuple], max_width: int = 60) ->
 @click.option("-o", "--out-dir", type=click.Path(path_type=Path), default=None, help="Folder for the files (default: OUTPUT/export).")
 def export(output, fmt, source_id, out_dir):
     """Subtitles (SRT, WebVTT with speaker voice tags) from transcripts, or RTTM from speaker turns."""
-    from .writers import WRITERS
+    from .writers import WRITERS, connect
 
-    con = _connect(output)
+    con = connect(output)
     table = "speakers" if fmt == "rttm" else "transcripts"
     ids = [r[0] for r in con.execute("SELECT source_id FROM sources WHERE status = 'ok' ORDER BY source_id").fetchall()]
     if source_id is not None:

@@ -13,9 +13,7 @@ import html
 import io
 from pathlib import Path
 
-import duckdb
-
-from .writers import TABLES, table_glob
+from .writers import connect
 
 __all__ = ["write_reports"]
 
@@ -131,9 +129,7 @@ def _index(sources: list[dict]) -> str:
 
 
 def write_reports(output: Path, out_dir: Path, source_id: str | None = None) -> list[Path]:
-    con = duckdb.connect()
-    for table in TABLES:
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{table_glob(output, table)}', union_by_name=true)")
+    con = connect(output)
     cur = con.execute("SELECT * FROM sources ORDER BY path")
     cols = [d[0] for d in cur.description]
     sources = [dict(zip(cols, r)) for r in cur.fetchall()]

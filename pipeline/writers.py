@@ -51,6 +51,23 @@ def table_glob(out: Path, table: str) -> str:
     return str(Path(out) / "sources" / "*" / FILE_OF[table])
 
 
+def connect(out: Path):
+    """A DuckDB connection with one view per table over OUT, confined to OUT: it reads nothing
+    outside the output folder (no read_text('/etc/...')) and writes nowhere; the settings are
+    locked so that SQL cannot lift them."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    for table in TABLES:
+        glob = table_glob(out, table).replace("'", "''")
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{glob}', union_by_name=true)")
+    folder = str(Path(out).resolve()).replace("'", "''")
+    con.execute(f"SET allowed_directories = ['{folder}']")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
 def commit_source(out: Path, source_id: str, rows: dict[str, list[dict]]) -> Path:
     """Write every table of one source beside its final folder, then rename it into place."""
     if "/" in source_id or source_id in ("", ".", "..") or source_id.startswith("."):

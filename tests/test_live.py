@@ -92,7 +92,9 @@ def test_udp_stream_ends_after_the_idle_timeout(ts_clip, tmp_path, tiny_model):
         proc.kill()
     assert proc.returncode == 0, log
     rows = sources(out)
-    assert rows[0][0] == "ok" and rows[0][1] == 3, rows  # 12 s in 4 s windows
+    # 12 s in 4 s windows; UDP drops datagrams when the machine is busy (seen: the first window's
+    # worth lost under a competing training run), so one window may be missing, never more
+    assert rows[0][0] == "ok" and rows[0][1] in (2, 3), rows
     ends = q(f"SELECT max(end_ms) FROM read_parquet('{out}/sources/*/speakers.parquet')").fetchone()[0]
     assert 8000 <= ends <= 12100  # UDP drops datagrams when the receiver is busy: most of the 12 s, not all
 

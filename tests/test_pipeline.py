@@ -2,6 +2,7 @@
 
 import re
 from fractions import Fraction
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -41,13 +42,27 @@ def test_exit_code_and_error_row(run_once):
     assert rows[0][3] == 3 and "broken.mp4" in rows[1][0] and rows[1][2]
 
 
-def test_tables_read_with_one_glob_each(run_once):
+def _in_process(run_once, tiny_model):
+    """The same clip windowed, patchified and analysed in this process (no Ray): what the tables must hold."""
+    from onepass.model.analyse import analyse
+    from onepass.model.load import load_backbone
+    from onepass.model.runner import Runner
+    from onepass.model.tasks import TaskSet
+    from onepass.operators.decode import MediaReader
+    from onepass.pipeline.windows import iter_windows
+
+    src = next(Path(run_once[3][1]).glob("*.mp4"))
+    with MediaReader(src) as media:
+        windows = list(iter_windows(media, "x", window_s=5))
+    return analyse(Runner(load_backbone(tiny_model, device="cpu")), windows, TaskSet(questions=("what is visible",)))
+
+
+def test_tables_read_with_one_glob_each(run_once, tiny_model):
     out, *_ = run_once
     con = duckdb.connect()
-    n_captions = con.execute(f"SELECT count(*) FROM read_parquet('{out}/sources/*/captions.parquet')").fetchone()[0]
-    assert n_captions == 12  # one per kept frame
-    frames = con.execute(f"SELECT frame_ms FROM read_parquet('{out}/sources/*/captions.parquet') ORDER BY 1").fetchall()
-    assert [f[0] for f in frames] == list(range(0, 12000, 1000))
+    captions = con.execute(f"SELECT frame_ms, text FROM read_parquet('{out}/sources/*/captions.parquet') ORDER BY 1").fetchall()
+    want = [(c.frame_ms, c.text) for r in _in_process(run_once, tiny_model) for c in r.captions]
+    assert captions == want and {f for f, _ in captions} <= set(range(0, 12000, 1000))
     answers = con.execute(f"SELECT count(*), min(question) FROM read_parquet('{out}/sources/*/answers.parquet')").fetchone()
     assert answers[1] == "what is visible"
     turns = con.execute(f"SELECT start_ms, end_ms, speaker FROM read_parquet('{out}/sources/*/speakers.parquet') ORDER BY 1").fetchall()
@@ -56,8 +71,9 @@ def test_tables_read_with_one_glob_each(run_once):
 
 def test_query_command(run_once):
     out, *_ = run_once
-    res = CliRunner().invoke(main, ["query", str(out), "SELECT count(*) AS n FROM captions"])
-    assert res.exit_code == 0 and re.search(r"^12$", res.output, re.M), res.output
+    n = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{out}/sources/*/transcripts.parquet')").fetchone()[0]
+    res = CliRunner().invoke(main, ["query", str(out), "SELECT count(*) AS n FROM transcripts"])
+    assert res.exit_code == 0 and re.search(rf"^{n}$", res.output, re.M) and "(1 row)" in res.output, res.output
     res = CliRunner().invoke(main, ["query", str(out), "SELEC nonsense"])
     assert res.exit_code == 2
 
@@ -100,6 +116,19 @@ def test_query_is_read_only(run_once, tmp_path):
         res = CliRunner().invoke(main, ["query", str(out), sql])
         assert res.exit_code == 2 and "one SELECT" in res.output, (sql, res.output)
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_query_reads_nothing_outside_its_output_folder(run_once, tmp_path):
+    out, *_ = run_once
+    secret = tmp_path / "secret.csv"
+    secret.write_text("password\nhunter2\n")
+    for sql in [f"SELECT * FROM read_text('{secret}')", f"SELECT * FROM read_csv('{secret}')", "SELECT * FROM read_text('/etc/hostname')",
+                f"SELECT * FROM read_parquet('{out}/../**/*.parquet')", "SELECT current_setting('enable_external_access') AS x FROM (SET enable_external_access = true)"]:
+        res = CliRunner().invoke(main, ["query", str(out), sql])
+        assert res.exit_code == 2 and "hunter2" not in res.output, (sql, res.output)
+    # what is inside still reads, and -o files are written by onepass, not through SQL
+    res = CliRunner().invoke(main, ["query", str(out), "SELECT count(*) AS n FROM sources", "-o", str(tmp_path / "n.csv")])
+    assert res.exit_code == 0 and (tmp_path / "n.csv").read_text().splitlines()[0] == '"n"'
 
 
 def test_source_ids_cannot_escape_the_output_folder():
