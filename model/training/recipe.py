@@ -370,8 +370,11 @@ def main(argv=None) -> int:
             log.flush()
             sums, count = {}, 0
         if step % args.eval_every == 0:
-            ev = evaluate_short(ema, tok, base, recipe, n=args.eval_items, windows=recipe.stage(step - 1) != "A",
-                                n_windows=max(1, args.eval_items // 8))
+            try:
+                ev = evaluate_short(ema, tok, base, recipe, n=args.eval_items, windows=recipe.stage(step - 1) != "A",
+                                    n_windows=max(1, args.eval_items // 8))
+            except Exception as exc:  # noqa: BLE001 - a broken measurement must not end hours of training
+                ev = {"error": f"{type(exc).__name__}: {exc}"}
             rec = {"step": step, "eval": ev, "min": round((time.time() - t0) / 60, 2)}
             print(json.dumps(rec), flush=True)
             log.write(json.dumps(rec) + "\n")
