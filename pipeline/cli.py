@@ -212,12 +212,16 @@ Example:
 @click.argument("output", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--source", "source_id", default=None, help="Only this source id.")
 @click.option("-o", "--out-dir", type=click.Path(path_type=Path), default=None, help="Folder for the pages (default: OUTPUT/report).")
-def report(output, source_id, out_dir):
-    """Self-contained HTML pages: frames with captions, transcript by speaker, speaker timeline, answers."""
+@click.option("--fps", type=float, default=_DEFAULTS.fps, show_default=True, help="The run's --fps (which frames were kept).")
+def report(output, source_id, out_dir, fps):
+    """Offline pages to work in: per source a time scrubber over every kept frame with its caption, the
+    transcript (each line plays its audio) and speaker turns under the cursor, answers with a filter for
+    flagged windows; an index with per-source figures, a search over everything said, seen and answered,
+    and every flagged moment; answers.csv for a work-order system."""
     from .report import write_reports
 
     try:
-        pages = write_reports(output, out_dir or output / "report", source_id)
+        pages = write_reports(output, out_dir or output / "report", source_id, fps=fps)
     except KeyError as exc:
         raise click.UsageError(f"no source {exc}") from exc
     click.echo(str(pages[0]))

@@ -1,50 +1,122 @@
-"""``onepass report``: one self-contained HTML page per source, and an index.
+"""``onepass report``: offline pages an inspector can work in (no server, no external scripts or fonts).
 
-Each page embeds its pictures (JPEG thumbnails as data: URLs, no CDN, works offline): a strip of
-frames, one per run of identical captions, with the caption; the transcript coloured by speaker
-with times (a click shows the frame at that moment); the speaker timeline; the answers to
-``--ask`` questions; the source's metadata. The index lists sources with status and errors.
+``REPORT/index.html``
+    every source with its figures (duration, windows, words, speakers, talk time per speaker,
+    status, errors), one search box over the transcripts, captions and answers of all sources
+    (each match links to the page at that moment: ``<id>.html#t=MS``), and every flagged answer.
+``REPORT/<id>.html``
+    a time scrubber over the source that shows the kept frame at that second with its caption and
+    highlights the transcript line and speaker turn under the cursor; clicking a line, a turn or a
+    frame moves it there, and a line plays its span of audio; the answers to ``--ask`` questions
+    per window with their frame and a filter for the flagged ones; the metadata. Live or stopped
+    streams are shown with the windows committed so far.
+``REPORT/<id>_files/``
+    every kept frame as a small JPEG and an Opus/WebM audio proxy (made with PyAV); a page without
+    them (media moved or unreadable) still shows its text.
+``REPORT/answers.csv``
+    every answer, with a ``flagged`` column, for a work-order system.
+
+Each page carries its rows as JSON in a ``<script type="application/json">`` block; the small
+script below renders and drives it.
 """
 
 from __future__ import annotations
 
-import base64
+import csv
 import html
-import io
+import json
+from fractions import Fraction
 from pathlib import Path
 
 from .writers import connect
 
-__all__ = ["write_reports"]
+__all__ = ["write_reports", "is_flagged"]
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
+THUMB_PX = 320  # longest side of a frame JPEG
+_NOT_FLAGGED = {"", "none", "no", "nothing", "n/a", "na", "no defects", "nothing visible", "none visible"}
+
 CSS = """
-body{font-family:system-ui,sans-serif;margin:24px;color:#222;background:#fafafa}
-h1{font-size:22px} h2{font-size:17px;margin-top:28px}
-table.meta td{padding:2px 10px 2px 0;font-size:13px}
-.strip{display:flex;gap:10px;overflow-x:auto;padding-bottom:8px}
-.frame{flex:0 0 auto;width:192px;font-size:12px;border:2px solid transparent;border-radius:4px;background:#fff}
-.frame img{width:192px;display:block;border-radius:2px}
-.frame.active{border-color:#e6550d}
+body{font-family:system-ui,sans-serif;margin:20px;color:#222;background:#fafafa}
+h1{font-size:21px;margin:6px 0} h2{font-size:16px;margin:22px 0 8px}
+a{color:#1a5fb4} .muted{color:#666;font-size:13px} .error{color:#b00}
+.badge{display:inline-block;padding:1px 8px;border-radius:9px;font-size:12px;background:#ddd;margin-left:8px}
+.badge.live{background:#c7f0c7} .badge.stopped{background:#f4e1a8} .badge.error{background:#f5c2c2}
+table{border-collapse:collapse;font-size:13px} td,th{padding:3px 10px;text-align:left;border-bottom:1px solid #e4e4e4}
+#stage{display:flex;gap:18px;align-items:flex-start;flex-wrap:wrap}
+#view{width:480px} #view img{width:480px;display:block;border:1px solid #ccc;background:#000;min-height:40px}
+#caption{font-size:15px;margin:6px 0} #clock{font-family:monospace}
+#scrubber{width:100%}
+.timeline{position:relative;height:24px;background:#e8e8e8;border-radius:4px;margin:6px 0}
+.turn{position:absolute;top:3px;height:18px;border-radius:3px;opacity:.6;cursor:pointer}
+.turn.current{opacity:1;outline:2px solid #222}
 .line{cursor:pointer;padding:3px 6px;border-left:6px solid #999;margin:2px 0;background:#fff}
-.line:hover{background:#eef}
+.line:hover{background:#eef} .line.current{background:#ffe9a8}
 .time{font-family:monospace;color:#555;margin-right:8px}
-.timeline{position:relative;height:28px;background:#e8e8e8;border-radius:4px;margin:6px 0}
-.turn{position:absolute;top:3px;height:22px;border-radius:3px;opacity:.85}
-.legend span{display:inline-block;margin-right:14px;font-size:13px}
-.legend i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle}
-#viewer img{max-width:640px;border:1px solid #ccc}
-.error{color:#b00}
+#transcript{max-height:360px;overflow-y:auto;flex:1;min-width:320px}
+.strip{display:flex;gap:4px;overflow-x:auto;padding:4px 0}
+.strip img{height:54px;cursor:pointer;border:2px solid transparent} .strip img.current{border-color:#e6550d}
+.answer{display:flex;gap:10px;align-items:flex-start;padding:4px;background:#fff;margin:3px 0}
+.answer img{width:120px} .answer.flagged{border-left:5px solid #e6550d}
+#results div{padding:2px 0}
 """
-SCRIPT = """
-function showFrame(ms){
-  let best=null;document.querySelectorAll('.frame').forEach(f=>{
-    f.classList.remove('active');if(+f.dataset.ms<=ms&&(!best||+best.dataset.ms<+f.dataset.ms))best=f;});
-  if(!best)best=document.querySelector('.frame');
-  if(best){best.classList.add('active');best.scrollIntoView({block:'nearest',inline:'center'});
-    document.getElementById('viewer').innerHTML='<img src="'+best.querySelector('img').src+'"><div>'+best.dataset.caption+'</div>';}
+
+SOURCE_SCRIPT = """
+const D=JSON.parse(document.getElementById('data').textContent);
+const $=id=>document.getElementById(id);
+const clock=ms=>{ms=Math.max(0,Math.round(ms));const s=Math.floor(ms/1000);
+  return String(Math.floor(s/60)).padStart(2,'0')+':'+String(s%60).padStart(2,'0')+'.'+Math.floor(ms%1000/100);};
+function frameAt(t){let f=null;for(const x of D.frames){if(x.ms<=t)f=x;else break;}return f||D.frames[0]||null;}
+function seek(t){
+  t=Math.max(0,Math.min(D.duration_ms,Math.round(t)));
+  $('scrubber').value=t;$('clock').textContent=clock(t);
+  const f=frameAt(t);
+  if(f){if(f.img)$('frame').src=f.img;$('frame').dataset.ms=f.ms;$('caption').textContent=f.caption||'';}
+  document.querySelectorAll('.strip img').forEach(i=>i.classList.toggle('current',f&&+i.dataset.ms===f.ms));
+  let cur=null;
+  document.querySelectorAll('#transcript .line').forEach(l=>{const on=+l.dataset.start<=t&&t<+l.dataset.end;
+    l.classList.toggle('current',on);if(on&&!cur)cur=l;});
+  if(cur)cur.scrollIntoView({block:'nearest'});
+  document.querySelectorAll('.turn').forEach(u=>u.classList.toggle('current',+u.dataset.start<=t&&t<+u.dataset.end));
 }
+function play(start,end){
+  const a=$('audio');seek(start);if(!a)return;
+  a.currentTime=start/1000;a.dataset.stopAt=end/1000;a.play().catch(()=>{});
+}
+window.addEventListener('DOMContentLoaded',()=>{
+  $('scrubber').addEventListener('input',e=>seek(+e.target.value));
+  document.querySelectorAll('#transcript .line').forEach(l=>l.addEventListener('click',()=>play(+l.dataset.start,+l.dataset.end)));
+  document.querySelectorAll('.turn').forEach(u=>u.addEventListener('click',()=>seek(+u.dataset.start)));
+  document.querySelectorAll('.strip img,.answer img').forEach(i=>i.addEventListener('click',()=>seek(+i.dataset.ms)));
+  const a=$('audio');
+  if(a)a.addEventListener('timeupdate',()=>{if(a.dataset.stopAt&&a.currentTime>=+a.dataset.stopAt)a.pause();});
+  const only=$('only-flagged');
+  if(only)only.addEventListener('change',()=>document.querySelectorAll('.answer').forEach(x=>
+    x.style.display=only.checked&&!x.classList.contains('flagged')?'none':''));
+  const m=location.hash.match(/t=(\\d+)/);seek(m?+m[1]:0);
+});
+window.addEventListener('hashchange',()=>{const m=location.hash.match(/t=(\\d+)/);if(m)seek(+m[1]);});
 """
+
+INDEX_SCRIPT = """
+const D=JSON.parse(document.getElementById('data').textContent);
+const clock=ms=>{const s=Math.floor(ms/1000);return String(Math.floor(s/60)).padStart(2,'0')+':'+String(s%60).padStart(2,'0');};
+const esc=s=>s.replace(/[&<>"']/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c]));
+function search(q){
+  const out=document.getElementById('results');q=q.trim().toLowerCase();
+  if(!q){out.innerHTML='';return;}
+  const hits=D.rows.filter(r=>r.text.toLowerCase().includes(q)).slice(0,500);
+  out.innerHTML='<p class="muted">'+hits.length+' match'+(hits.length===1?'':'es')+'</p>'+hits.map(r=>
+    '<div class="hit"><a href="'+encodeURIComponent(r.source_id)+'.html#t='+r.ms+'">'+esc(r.name)+' '+clock(r.ms)+
+    '</a> <span class="muted">'+r.kind+'</span> '+esc(r.text)+'</div>').join('');
+}
+window.addEventListener('DOMContentLoaded',()=>{document.getElementById('search').addEventListener('input',e=>search(e.target.value));});
+"""
+
+
+def is_flagged(answer: str) -> bool:
+    """An answer that says something (not empty, not 'none'/'no'...): a moment to look at."""
+    return answer.strip().lower().strip(".!") not in _NOT_FLAGGED
 
 
 def _clock(ms) -> str:
@@ -52,97 +124,204 @@ def _clock(ms) -> str:
     return f"{ms // 60000:02d}:{ms // 1000 % 60:02d}.{ms % 1000 // 100}"
 
 
-def _thumbnails(path: str, wanted_ms: list[int], width: int = 320) -> dict[int, str]:
-    """data: URLs of the kept frames at ``wanted_ms`` (exact decode, as the run picked them)."""
+def _json(obj) -> str:
+    """JSON safe inside a <script> element."""
+    return json.dumps(obj, separators=(",", ":")).replace("</", "<\\/")
+
+
+# -- media beside the pages --------------------------------------------------------------------------
+def _write_frames(path: str, files: Path, fps: float) -> dict[int, str]:
+    """Every kept frame (the run's rule: fast decode at ``fps``) as a small JPEG; {frame_ms: file name}."""
     from PIL import Image
 
     from onepass.operators.decode import DecodeError, MediaReader, VideoFrame
 
-    wanted, out = set(wanted_ms), {}
-    if not wanted:
-        return out
+    out: dict[int, str] = {}
     try:
-        with MediaReader(path, mode="fast", audio=False) as media:
+        with MediaReader(path, fps=fps, mode="fast", audio=False) as media:
             for item in media.items():
-                if isinstance(item, VideoFrame) and item.frame_ms in wanted:
+                if isinstance(item, VideoFrame):
                     img = Image.fromarray(item.rgb)
-                    img.thumbnail((width, width))
-                    buf = io.BytesIO()
-                    img.save(buf, format="JPEG", quality=80)
-                    out[item.frame_ms] = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
-                    if len(out) == len(wanted):
-                        break
-    except DecodeError:
+                    img.thumbnail((THUMB_PX, THUMB_PX))
+                    name = f"f{item.frame_ms:09d}.jpg"
+                    img.save(files / name, format="JPEG", quality=75)
+                    out[item.frame_ms] = name
+    except (DecodeError, OSError):
         pass
     return out
 
 
-def _page(con, src: dict) -> str:
+def _write_audio(path: str, files: Path) -> str | None:
+    """The source's 16 kHz mono audio as Opus in WebM (~24 kbit/s), times as in the tables."""
+    import av
+    import numpy as np
+
+    from onepass.operators.decode import AudioChunk, DecodeError, MediaReader
+
+    target = files / "audio.webm"
+    try:
+        with MediaReader(path, video=False) as media:
+            if not media.info.has_audio:
+                return None
+            with av.open(str(target), "w", format="webm") as out:
+                stream = out.add_stream("libopus", rate=16000)
+                stream.layout, stream.bit_rate = "mono", 24000
+                pos = 0
+                for item in media.items():
+                    if not isinstance(item, AudioChunk) or not item.samples.size:
+                        continue
+                    if pos == 0 and item.start_ms > 0:  # keep table times: silence before the first sample
+                        pos = _encode(out, stream, np.zeros(item.start_ms * 16, np.float32), pos)
+                    pos = _encode(out, stream, item.samples, pos)
+                for packet in stream.encode(None):
+                    out.mux(packet)
+        return target.name
+    except (DecodeError, OSError, av.FFmpegError, ValueError):
+        target.unlink(missing_ok=True)
+        return None
+
+
+def _encode(out, stream, samples, pos: int) -> int:
+    import av
+
+    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1).astype("float32"), format="flt", layout="mono")
+    frame.sample_rate, frame.pts, frame.time_base = 16000, pos, Fraction(1, 16000)
+    for packet in stream.encode(frame):
+        out.mux(packet)
+    return pos + samples.size
+
+
+# -- pages --------------------------------------------------------------------------------------------
+def _rows(con, table: str, cols: str, sid: str) -> list[tuple]:
+    return con.execute(f"SELECT {cols} FROM {table} WHERE source_id = ? ORDER BY start_ms", [sid]).fetchall()
+
+
+def _source_page(con, src: dict, out_dir: Path, fps: float) -> tuple[str, dict]:
     sid, e = src["source_id"], html.escape
-    q = lambda table, cols: con.execute(f"SELECT {cols} FROM {table} WHERE source_id = ? ORDER BY start_ms", [sid]).fetchall()  # noqa: E731
-    captions = q("captions", "frame_ms, text")
-    runs = []
-    for frame_ms, text in captions:
-        if not runs or runs[-1][1] != text:
-            runs.append((frame_ms, text))
-    thumbs = _thumbnails(src["path"], [r[0] for r in runs]) if src["status"] == "ok" else {}
-    transcript = q("transcripts", "start_ms, end_ms, speaker, text")
-    turns = q("speakers", "start_ms, end_ms, speaker")
-    answers = q("answers", "start_ms, end_ms, question, text")
+    files = out_dir / f"{sid}_files"
+    files.mkdir(parents=True, exist_ok=True)
+    rel = f"{sid}_files/"
+    captions = dict(_rows(con, "captions", "frame_ms, text", sid))
+    frames_on_disk = _write_frames(src["path"], files, fps) if src["status"] != "error" and not _is_stream(src) else {}
+    audio = _write_audio(src["path"], files) if src["status"] != "error" and not _is_stream(src) else None
+    frame_ms = sorted(set(frames_on_disk) | set(captions))
+    frames = [{"ms": t, "caption": captions.get(t, ""), "img": rel + frames_on_disk[t] if t in frames_on_disk else None} for t in frame_ms]
+    transcript = _rows(con, "transcripts", "start_ms, end_ms, speaker, text", sid)
+    turns = _rows(con, "speakers", "start_ms, end_ms, speaker", sid)
+    answers = _rows(con, "answers", "start_ms, end_ms, question, text", sid)
     speakers = sorted({t[2] for t in turns} | {t[2] for t in transcript if t[2]})
     colour = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(speakers)}
-    duration = max([src.get("duration_ms") or 0] + [t[1] for t in turns] + [t[1] for t in transcript] + [1])
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>onepass: {e(sid)}</title><style>{CSS}</style>"
-             f"<script>{SCRIPT}</script></head><body><p><a href='index.html'>&larr; all sources</a></p><h1>{e(Path(src['path']).name)}</h1>"]
-    meta = [(k, src.get(k)) for k in ("source_id", "path", "status", "error", "duration_ms", "container", "video_codec",
-                                      "audio_codec", "width", "height", "fps", "sample_rate_hz", "channels", "windows", "model")]
-    parts.append("<table class='meta' id='metadata'>" + "".join(f"<tr><td>{k}</td><td>{e(str(v))}</td></tr>" for k, v in meta if v is not None) + "</table>")
-    parts.append(f"<h2>Frames and captions ({len(captions)} kept frames)</h2><div class='strip' id='frames'>")
-    for frame_ms, text in runs:
-        img = f"<img src='{thumbs[frame_ms]}' alt='frame at {_clock(frame_ms)}'>" if frame_ms in thumbs else ""
-        parts.append(f"<div class='frame' data-ms='{frame_ms}' data-caption='{e(text)}'>{img}<span class='time'>{_clock(frame_ms)}</span>{e(text)}</div>")
-    parts.append("</div><div id='viewer'></div>")
-    parts.append("<h2>Speakers</h2><div class='legend'>" + "".join(f"<span><i style='background:{colour[s]}'></i>{e(s)}</span>" for s in speakers) + "</div>")
-    parts.append("<div class='timeline' id='timeline'>" + "".join(
-        f"<div class='turn' title='{e(s)} {_clock(a)}-{_clock(b)}' style='left:{100 * a / duration:.3f}%;width:{max(0.3, 100 * (b - a) / duration):.3f}%;background:{colour[s]}'></div>"
-        for a, b, s in turns) + "</div>")
-    parts.append(f"<h2>Transcript ({len(transcript)} segments)</h2><div id='transcript'>")
-    for a, b, s, text in transcript:
-        parts.append(f"<div class='line' style='border-color:{colour.get(s, '#999')}' onclick='showFrame({a})'>"
-                     f"<span class='time'>{_clock(a)}&ndash;{_clock(b)}</span><b>{e(s or '')}</b> {e(text)}</div>")
-    parts.append("</div>")
+    duration = max([src.get("duration_ms") or 0] + [r[1] for r in turns + transcript + answers] + [t + 1000 for t in frame_ms] + [1])
+    status = src["status"]
+    badge = f"<span class='badge {e(status)}'>{e(status)}</span>"
+    note = {"live": "a live stream: the windows committed so far", "stopped": "a live stream stopped by Ctrl-C: every committed window"}.get(status, "")
+
+    p = [f"<!doctype html><html><head><meta charset='utf-8'><title>onepass: {e(sid)}</title><style>{CSS}</style>",
+         f"<script type='application/json' id='data'>{_json({'duration_ms': duration, 'frames': frames})}</script>",
+         f"<script>{SOURCE_SCRIPT}</script></head><body>",
+         f"<p><a href='index.html'>&larr; all sources</a></p><h1>{e(Path(src['path']).name)}{badge}</h1>",
+         f"<p class='muted'>{e(note)}</p>" if note else "",
+         f"<p class='error'>{e(src['error'])}</p>" if src.get("error") else ""]
+    first = frames[0] if frames else None
+    p.append("<div id='stage'><div id='view'>"
+             f"<img id='frame' alt='kept frame' src='{e(first['img'] or '') if first else ''}'>"
+             f"<div id='caption'></div><input type='range' id='scrubber' min='0' max='{duration}' step='1' value='0'>"
+             "<div><span id='clock'>00:00.0</span></div>")
+    if audio:
+        p.append(f"<audio id='audio' controls preload='auto' src='{e(rel + audio)}'></audio>")
+    p.append("<div class='timeline' id='timeline'>" + "".join(
+        f"<div class='turn' data-start='{a}' data-end='{b}' title='{e(s)} {_clock(a)}-{_clock(b)}' "
+        f"style='left:{100 * a / duration:.3f}%;width:{max(0.4, 100 * (b - a) / duration):.3f}%;background:{colour[s]}'></div>"
+        for a, b, s in turns) + "</div><div class='muted'>" + "".join(
+        f"<span style='color:{colour[s]}'>&#9632;</span> {e(s)} &nbsp;" for s in speakers) + "</div></div>")
+    p.append(f"<div id='transcript'><h2>Transcript ({len(transcript)} lines)</h2>" + "".join(
+        f"<div class='line' data-start='{a}' data-end='{b}' style='border-color:{colour.get(s, '#999')}'>"
+        f"<span class='time'>{_clock(a)}&ndash;{_clock(b)}</span><b>{e(s or '')}</b> {e(text)}</div>"
+        for a, b, s, text in transcript) + "</div></div>")
+    p.append(f"<h2>Kept frames ({len(frames)})</h2><div class='strip' id='strip'>" + "".join(
+        f"<img loading='lazy' data-ms='{f['ms']}' src='{e(f['img'])}' title='{_clock(f['ms'])} {e(f['caption'])}'>"
+        for f in frames if f["img"]) + "</div>")
     if answers:
-        parts.append("<h2>Answers</h2><div id='answers'>" + "".join(
-            f"<div class='line'><span class='time'>{_clock(a)}&ndash;{_clock(b)}</span><i>{e(qn)}</i> {e(t)}</div>" for a, b, qn, t in answers) + "</div>")
-    parts.append("</body></html>")
-    return "".join(parts)
+        flagged = sum(is_flagged(t) for *_, t in answers)
+        p.append(f"<h2>Answers ({flagged} flagged of {len(answers)})</h2>"
+                 "<label><input type='checkbox' id='only-flagged'> only flagged windows</label><div id='answers'>")
+        for a, b, question, text in answers:
+            f = next((x for x in reversed(frames) if x["ms"] <= a and x["img"]), frames[0] if frames and frames[0]["img"] else None)
+            img = f"<img data-ms='{f['ms']}' src='{e(f['img'])}'>" if f else ""
+            p.append(f"<div class='answer{' flagged' if is_flagged(text) else ''}' data-start='{a}'>{img}<div>"
+                     f"<span class='time'>{_clock(a)}&ndash;{_clock(b)}</span><i>{e(question)}</i><br>{e(text)}</div></div>")
+        p.append("</div>")
+    meta = [(k, src.get(k)) for k in ("source_id", "path", "status", "error", "duration_ms", "container", "video_codec", "audio_codec",
+                                      "width", "height", "fps", "sample_rate_hz", "channels", "windows", "corrupt_packets", "model")]
+    p.append("<h2>Metadata</h2><table id='metadata'>" + "".join(
+        f"<tr><td>{k}</td><td>{e(str(v))}</td></tr>" for k, v in meta if v is not None) + "</table></body></html>")
+
+    words = sum(len(t.split()) for *_, t in transcript)
+    talk: dict[str, int] = {}
+    for a, b, s in turns:
+        talk[s] = talk.get(s, 0) + b - a
+    figures = {"words": words, "speakers": len(speakers), "talk_ms": talk, "answers": len(answers),
+               "flagged": sum(is_flagged(t) for *_, t in answers)}
+    search_rows = [{"kind": "said", "ms": a, "text": f"{s + ': ' if s else ''}{t}"} for a, _, s, t in transcript]
+    search_rows += [{"kind": "seen", "ms": t, "text": c} for t, c in sorted(captions.items())]
+    search_rows += [{"kind": "answer", "ms": a, "text": f"{q}: {t}"} for a, _, q, t in answers]
+    return "".join(p), {"figures": figures, "search": search_rows, "answers": answers}
 
 
-def _index(sources: list[dict]) -> str:
+def _is_stream(src: dict) -> bool:
+    return "://" in str(src["path"]) or str(src["path"]) in ("-", "pipe:0")
+
+
+def _index(sources: list[dict], extra: dict[str, dict]) -> str:
     e = html.escape
-    rows = "".join(
-        f"<tr><td><a href='{e(s['source_id'])}.html'>{e(Path(s['path']).name)}</a></td><td>{e(s['status'])}</td>"
-        f"<td>{_clock(s.get('duration_ms'))}</td><td class='error'>{e(s.get('error') or '')}</td></tr>" for s in sources)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>onepass results</title><style>{CSS} td{{padding:4px 12px}}</style></head>"
-            f"<body><h1>onepass results: {len(sources)} sources</h1><table id='sources'><tr><th>source</th><th>status</th>"
-            f"<th>duration</th><th>error</th></tr>{rows}</table></body></html>")
+    rows, search = [], []
+    for s in sources:
+        sid = s["source_id"]
+        x = extra.get(sid, {"figures": {}, "search": []})
+        fig = x["figures"]
+        talk = ", ".join(f"{k} {v / 1000:.0f} s" for k, v in sorted(fig.get("talk_ms", {}).items()))
+        rows.append(f"<tr data-source='{e(sid)}'><td><a href='{e(sid)}.html'>{e(Path(s['path']).name)}</a></td>"
+                    f"<td><span class='badge {e(s['status'])}'>{e(s['status'])}</span></td><td>{_clock(s.get('duration_ms'))}</td>"
+                    f"<td>{s.get('windows') or 0}</td><td>{fig.get('words', 0)}</td><td>{fig.get('speakers', 0)}</td><td>{e(talk)}</td>"
+                    f"<td>{fig.get('flagged', 0)} / {fig.get('answers', 0)}</td><td class='error'>{e(s.get('error') or '')}</td></tr>")
+        name = Path(s["path"]).name
+        search += [{**r, "source_id": sid, "name": name} for r in x["search"]]
+    flagged = [(s, a, q, t) for s in sources for a, _, q, t in extra.get(s["source_id"], {}).get("answers", []) if is_flagged(t)]
+    flag_html = "".join(f"<div><a href='{e(s['source_id'])}.html#t={a}'>{e(Path(s['path']).name)} {_clock(a)}</a> <i>{e(q)}</i> {e(t)}</div>"
+                        for s, a, q, t in flagged) or "<p class='muted'>none</p>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>onepass results</title><style>{CSS}</style>"
+            f"<script type='application/json' id='data'>{_json({'rows': search})}</script><script>{INDEX_SCRIPT}</script></head><body>"
+            f"<h1>onepass results: {len(sources)} sources</h1>"
+            "<p><input type='search' id='search' size='40' placeholder='search what was said, seen and answered'></p><div id='results'></div>"
+            "<table id='sources'><tr><th>source</th><th>status</th><th>duration</th><th>windows</th><th>words</th><th>speakers</th>"
+            f"<th>talk time</th><th>flagged</th><th>error</th></tr>{''.join(rows)}</table>"
+            f"<h2>Flagged moments ({len(flagged)})</h2><div id='flagged'>{flag_html}</div>"
+            "<p class='muted'>answers.csv beside this page lists every answer for a work-order system.</p></body></html>")
 
 
-def write_reports(output: Path, out_dir: Path, source_id: str | None = None) -> list[Path]:
+def write_reports(output: Path, out_dir: Path, source_id: str | None = None, fps: float = 1.0) -> list[Path]:
+    """The index, one page per source (or only ``source_id``'s), their media folders and answers.csv."""
     con = connect(output)
     cur = con.execute("SELECT * FROM sources ORDER BY path")
     cols = [d[0] for d in cur.description]
     sources = [dict(zip(cols, r)) for r in cur.fetchall()]
-    if source_id is not None:
-        sources = [s for s in sources if s["source_id"] == source_id]
-        if not sources:
-            raise KeyError(source_id)
+    if source_id is not None and source_id not in {s["source_id"] for s in sources}:
+        raise KeyError(source_id)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, extra = [], {}
     for src in sources:
-        page = out_dir / f"{src['source_id']}.html"
-        page.write_text(_page(con, src), encoding="utf-8")
-        written.append(page)
+        if source_id is not None and src["source_id"] != source_id:
+            continue
+        page, extra[src["source_id"]] = _source_page(con, src, out_dir, fps)
+        path = out_dir / f"{src['source_id']}.html"
+        path.write_text(page, encoding="utf-8")
+        written.append(path)
+    with open(out_dir / "answers.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["source_id", "path", "start_ms", "end_ms", "question", "answer", "flagged"])
+        for src in sources:
+            for a, b, q, t in extra.get(src["source_id"], {}).get("answers", []):
+                w.writerow([src["source_id"], src["path"], a, b, q, t, is_flagged(t)])
     index = out_dir / "index.html"
-    index.write_text(_index(sources), encoding="utf-8")
+    index.write_text(_index(sources, extra), encoding="utf-8")
     return [index, *written]

@@ -77,6 +77,15 @@ def test_tcp_stream_then_ctrl_c_keeps_committed_windows(ts_clip, tmp_path, tiny_
     assert len(rows) == 1 and rows[0][0] == "stopped" and rows[0][1] >= 2, rows
     n = q(f"SELECT count(DISTINCT start_ms // 4000), min(start_ms) FROM read_parquet('{out}/sources/*/speakers.parquet')").fetchone()
     assert n[0] >= 2 and n[1] < 4000  # every committed window's rows are readable (the tone is one voice)
+    # the report reads the committed window folders and says the stream was stopped
+    from onepass.pipeline.report import write_reports
+
+    index, page = write_reports(out, tmp_path / "report")
+    html = page.read_text()
+    assert "class='badge stopped'" in html and "every committed window" in html
+    turns = q(f"SELECT count(*) FROM read_parquet('{out}/sources/*/speakers.parquet')").fetchone()[0]
+    assert html.count("class='turn'") == turns >= 2
+    assert "badge stopped" in index.read_text()
 
 
 def test_udp_stream_ends_after_the_idle_timeout(ts_clip, tmp_path, tiny_model):
