@@ -26,7 +26,8 @@ Examples:
   onepass run tcp://127.0.0.1:9000 -o out          (a live stream: rows every window)
 \b
 Exit status: 0 all inputs succeeded, 1 some failed (see the sources table), 2 usage error,
-130 stopped by Ctrl-C (a live stream's committed windows stay; its row says 'stopped').""")
+130 stopped by Ctrl-C, 143 by SIGTERM (committed sources and a live stream's committed windows
+stay; its row says 'stopped'; a rerun does the rest).""")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output folder (Parquet tables).")
 @click.option("--model", type=click.Path(path_type=Path), default=None, help="Local Hugging Face folder of a Gemma 4 Unified checkpoint (safetensors). Default: the bundled small model.")
@@ -81,7 +82,8 @@ def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_m
     for sid in summary.stopped:
         click.echo(f"{sid:48s} stopped (live stream ended by Ctrl-C; its committed windows are kept)")
     if summary.interrupted:
-        click.echo("interrupted: sources not listed above were not committed; rerun the same command to do them")
+        why = "terminated (SIGTERM)" if summary.terminated else "interrupted"
+        click.echo(f"{why}: sources not listed above were not committed; rerun the same command to do them")
     if summary.throughput:
         click.echo(f"backbone: {summary.throughput}")
     if summary.live_latency_s:

@@ -4,6 +4,7 @@ remote stages. Everything it calls is plain Python that runs (and is tested) wit
 from __future__ import annotations
 
 import itertools
+import threading
 import warnings
 
 import ray
@@ -17,14 +18,25 @@ from .windows import AudioPart, FramePart, WindowSpec, cut_windows
 __all__ = ["start_ray", "decode_source", "PatchifyActor", "AudioFrameActor", "OperatorPools", "BackboneActor", "start_backbones", "on_this_node", "assemble"]
 
 
+SIGTERM_RECEIVED = threading.Event()  # set by the handler: Ray re-raises interrupts as plain KeyboardInterrupt
+
+
+def _on_sigterm(signum, frame):
+    """SIGTERM (``timeout``, systemd, a batch scheduler): stop as on Ctrl-C."""
+    SIGTERM_RECEIVED.set()
+    raise KeyboardInterrupt("SIGTERM")
+
+
 def start_ray(address: str | None, num_cpus: int | None = None) -> None:
     """Join ``address``, or start a local Ray on 127.0.0.1 with no dashboard, no job API, no
     client server, and token authentication on (see :func:`onepass.pipeline.ray_env.local_ray_env`).
-    Its servers then bind to loopback only; the token still keeps other local users out."""
+    Its servers then bind to loopback only; the token still keeps other local users out.
+    Afterwards SIGTERM stops the driver as Ctrl-C does (Ray's own handler would dump a stack)."""
     if ray.is_initialized():
         return
     if address:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
+        _handle_sigterm()
         return
     from ray._private import ray_constants
     from ray._private.authentication.authentication_utils import is_token_auth_enabled
@@ -44,6 +56,15 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
     )
     if ray.util.get_node_ip_address() != "127.0.0.1":
         warnings.warn(f"local Ray took node address {ray.util.get_node_ip_address()}, not 127.0.0.1", stacklevel=2)
+    _handle_sigterm()
+
+
+def _handle_sigterm() -> None:
+    import signal
+
+    SIGTERM_RECEIVED.clear()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 # Each frame and each window's audio is yielded as an object of its own, right after a small header

@@ -51,13 +51,14 @@ class RunSummary:
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)  # live streams ended by Ctrl-C
-    interrupted: bool = False  # Ctrl-C: sources not yet committed are left for a rerun
+    interrupted: bool = False  # Ctrl-C or SIGTERM: sources not yet committed are left for a rerun
+    terminated: bool = False  # it was SIGTERM
     throughput: str = ""
     live_latency_s: list[float] = field(default_factory=list)  # per live second: decoded -> rows committed
 
     @property
     def exit_code(self) -> int:
-        return 130 if self.interrupted else 1 if self.failed else 0
+        return 143 if self.terminated else 130 if self.interrupted else 1 if self.failed else 0
 
 
 class Progress:
@@ -105,7 +106,7 @@ class Pipeline:
             local_ray_env()
         import ray
 
-        from .ray_stages import OperatorPools, decode_source, on_this_node, start_backbones, start_ray
+        from .ray_stages import SIGTERM_RECEIVED, OperatorPools, decode_source, on_this_node, start_backbones, start_ray
 
         todo, skip, problems = self.plan(inputs)
         summary = RunSummary(skipped=[s.id for s in skip])
@@ -216,7 +217,7 @@ class Pipeline:
                         self._commit(st, summary)
                         open_sources.discard(sid)
         except KeyboardInterrupt:
-            # Ctrl-C: a live stream's committed windows are its result; its row says it was stopped.
+            # Ctrl-C (or SIGTERM, raised as one): a live stream's committed windows are its result; its row says it was stopped.
             # Files not yet committed stay uncommitted (a rerun does them); nothing written is touched.
             for sid in open_sources:
                 st = states[sid]
@@ -226,6 +227,7 @@ class Pipeline:
                     commit_source(self.cfg.output, sid, {"sources": [self._source_row(st, "stopped")]})
                     summary.stopped.append(sid)
             summary.interrupted = True
+            summary.terminated = SIGTERM_RECEIVED.is_set()
             # stop the decode tasks and let every drive thread return before the interpreter exits
             # (a thread left inside Ray's generator at exit can crash the process)
             stopping.set()

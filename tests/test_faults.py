@@ -112,7 +112,7 @@ def test_a_decode_worker_killed_mid_source_is_retried_and_changes_nothing(inputs
     assert tables(out) == clean  # the killed source was decoded again from the start: row by row equal
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_interrupted_driver_then_rerun_equals_a_clean_run(inputs, clean, tmp_path, tiny_model, sig):
     out = tmp_path / "out"
     proc = run_cli(inputs, out, tiny_model, "--workers", "1")
@@ -121,10 +121,15 @@ def test_interrupted_driver_then_rerun_equals_a_clean_run(inputs, clean, tmp_pat
         time.sleep(0.05)  # wait for the first committed source, then interrupt mid-run
     assert committed(out)
     os.kill(proc.pid, sig)
-    proc.communicate(timeout=120)
+    log = proc.communicate(timeout=120)[0]
     subprocess.run(["ray", "stop", "--force"], capture_output=True) if sig == signal.SIGKILL else None
+    assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -9}[sig], log
+    if sig != signal.SIGKILL:  # prompt and tidy: the summary says what was committed, no signal dump
+        assert ("terminated (SIGTERM)" if sig == signal.SIGTERM else "interrupted:") in log and "received" not in log, log
+        assert sum(" ok" in line for line in log.splitlines()) == len(committed(out))
     partial = tables(out)  # reads cleanly: only whole sources are visible
     assert all(s[1] == "ok" for s in partial["sources"])
+    assert 1 <= len(partial["sources"]) < 3  # the signal landed mid-run: some sources committed, not all
     rerun = run_cli(inputs, out, tiny_model)
     log = rerun.communicate(timeout=600)[0]
     assert rerun.returncode == 0, log
