@@ -58,9 +58,6 @@ def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_m
                         window_s=window_s, decode_mode=decode_mode, workers=workers, batch_windows=batch_windows,
                         patch_actors=patch_actors, address=address, device=device, force=force, source_timeout_s=source_timeout_s,
                         stream_timeout_s=stream_timeout_s)
-        from onepass.model.tasks import TaskSet
-
-        TaskSet.parse(tasks, tuple(questions))
         if model is not None:
             from onepass.model.load import check_folder
 
@@ -79,6 +76,8 @@ def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_m
         click.echo(f"{sid:48s} skipped (already done; --force to redo)")
     for loc, why in summary.failed:
         click.echo(f"{str(loc)[:48]:48s} FAILED: {why}")
+    for loc, why in summary.partial:
+        click.echo(f"{str(loc)[:48]:48s} PARTIAL (rows up to where it broke off are kept): {why}")
     for sid in summary.stopped:
         click.echo(f"{sid:48s} stopped (live stream ended by Ctrl-C; its committed windows are kept)")
     if summary.interrupted:

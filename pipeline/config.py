@@ -37,8 +37,14 @@ class RunConfig:
     source_timeout_s: float = 3600.0
     stream_timeout_s: float = 10.0  # a live stream that delivers nothing for this long has ended (UDP has no end)
     extra: dict = field(default_factory=dict)
+    task_set: object = field(init=False, repr=False, compare=False, default=None)  # the parsed tasks (model.tasks.TaskSet)
 
     def __post_init__(self):
+        from onepass.model.tasks import TaskSet  # no torch: the driver and decode workers stay light
+
+        task_set = TaskSet.parse(self.tasks, tuple(self.questions))  # ValueError names an unknown task
+        object.__setattr__(self, "task_set", task_set)
+        object.__setattr__(self, "tasks", ",".join(n for n in ("captions", "transcript", "diarization") if getattr(task_set, n)))
         if self.window_s is None:
             from onepass.model.meta import model_window_s
 

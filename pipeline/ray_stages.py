@@ -88,6 +88,7 @@ def decode_source(source: Source, cfg: RunConfig):
                 "width": info.width, "height": info.height, "fps": info.avg_fps,
                 "sample_rate_hz": info.sample_rate_hz, "channels": info.channels,
             })
+            decoded_ms = 0  # how far the windows reach: a file cut short ends before its stated duration
             for part in cut_windows(media, source.id, window_s=cfg.window_s):
                 if isinstance(part, FramePart):
                     yield ("frame", part.index, part.frame_ms, part.decoded_at)
@@ -96,8 +97,9 @@ def decode_source(source: Source, cfg: RunConfig):
                     yield ("audio", part.index)
                     yield part
                 else:
+                    decoded_ms = max(decoded_ms, part.span.end_ms)
                     yield ("window", part)
-            yield ("end", {"corrupt_packets": media.stats.corrupt_packets, "errors": media.stats.errors})
+            yield ("end", {"corrupt_packets": media.stats.corrupt_packets, "errors": media.stats.errors, "decoded_ms": decoded_ms})
     except DecodeError as exc:
         yield ("error", exc.reason)
     except Exception as exc:  # noqa: BLE001 - any other failure is this source's, not the run's
@@ -160,7 +162,7 @@ class BackboneActor:
     def __init__(self, cfg: RunConfig):
         from onepass.model.tasks import TaskSet
 
-        self.tasks = TaskSet.parse(cfg.tasks, cfg.questions)
+        self.tasks = cfg.task_set
         self.runner = None
         self.sessions = {}
         if self.tasks != TaskSet(False, False, False):

@@ -50,6 +50,7 @@ class RunSummary:
     ok: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    partial: list[tuple[str, str]] = field(default_factory=list)  # committed, but the file broke off (rows up to there)
     stopped: list[str] = field(default_factory=list)  # live streams ended by Ctrl-C
     interrupted: bool = False  # Ctrl-C or SIGTERM: sources not yet committed are left for a rerun
     terminated: bool = False  # it was SIGTERM
@@ -58,7 +59,7 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        return 143 if self.terminated else 130 if self.interrupted else 1 if self.failed else 0
+        return 143 if self.terminated else 130 if self.interrupted else 1 if self.failed or self.partial else 0
 
 
 class Progress:
@@ -346,7 +347,7 @@ class Pipeline:
 
         if st.online is None:
             st.online = OnlineSpeakers()
-        turns = st.online.add(list(res.speech)) if "diarization" in self.cfg.tasks else []
+        turns = st.online.add(list(res.speech)) if self.cfg.task_set.diarization else []
         k = res.span.start_ms // (self.cfg.window_s * 1000)
         commit_source(self.cfg.output, f"{st.source.id}~w{k:06d}", self._rows(st.source.id, [res], turns))
         now = time.time()
@@ -376,12 +377,17 @@ class Pipeline:
         rows: dict[str, list[dict]] = {}
         if st.error is None and not st.source.is_stream:
             turns = assign_speakers([r for res in results for r in res.speech], num_speakers=cfg.num_speakers) \
-                if "diarization" in cfg.tasks else []
+                if cfg.task_set.diarization else []
             rows = self._rows(sid, results, turns)
         windows = st.live_windows if st.source.is_stream else len(results)
-        rows["sources"] = [self._source_row(st, "error" if st.error else "ok", windows)]
+        broke_off = None if st.error or st.source.is_stream else _broke_off(st)
+        if broke_off:
+            st.error = broke_off
+        rows["sources"] = [self._source_row(st, "partial" if broke_off else "error" if st.error else "ok", windows)]
         commit_source(cfg.output, sid, rows)
-        if st.error:
+        if broke_off:
+            summary.partial.append((st.source.location, broke_off))
+        elif st.error:
             summary.failed.append((st.source.location, st.error))
         else:
             summary.ok.append(sid)
@@ -389,3 +395,11 @@ class Pipeline:
             self._progress.done(sid, st.error)
 
 
+def _broke_off(st: SourceState) -> str | None:
+    """Why a decoded file is not whole: its demuxer stopped with an error, or its windows end well
+    before the duration its header states (a recording cut short). None when it is whole."""
+    errors = list(st.end_stats.get("errors") or [])
+    stated, reached = st.info.get("duration_ms"), st.end_stats.get("decoded_ms")
+    if stated and reached is not None and stated - reached > max(2000, stated // 20):
+        errors.append(f"media ends at {reached / 1000:.1f} s of the {stated / 1000:.1f} s its header states (file cut short?)")
+    return "; ".join(errors) or None

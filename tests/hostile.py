@@ -4,7 +4,6 @@ expected 'ok', 'error' or 'either' (a damaged file may still yield part of its c
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from conftest import tool
 from synth import tone, write_audio_only, write_clip
 
 
@@ -83,10 +83,20 @@ def build(root: Path, malformed_dir: Path) -> list[tuple[str, str]]:
     # a header claiming 20000x20000 (1.2 GB a frame) over a few bytes: refused before decoding
     (root / "huge_header.y4m").write_bytes(b"YUV4MPEG2 W20000 H20000 F25:1 Ip A1:1 C420jpeg\nFRAME\n" + bytes(1000))
     add(root / "huge_header.y4m", "error")
-    if shutil.which("ffmpeg"):
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(good), "-c", "copy", "-metadata:s:v:0", "rotate=90",
-                        str(root / "rotated_phone.mp4")], check=True)
-        add(root / "rotated_phone.mp4", "ok")
+    ffmpeg = tool("ffmpeg")
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-i", str(good), "-c", "copy", "-metadata:s:v:0", "rotate=90",
+                    str(root / "rotated_phone.mp4")], check=True)
+    add(root / "rotated_phone.mp4", "ok")
+    # recordings cut short whose index survives (moov first; Matroska): they decode up to the cut
+    long = write_clip(root / "long_src.mp4", [40 * i for i in range(250)], Fraction(1, 1000), audio=tone(10.0, start_s=0.5))
+    for name, args in (("cut_faststart.mp4", ["-movflags", "+faststart"]), ("cut.mkv", [])):
+        whole = root / f"whole_{name}"
+        subprocess.run([ffmpeg, "-v", "error", "-y", "-i", str(long), "-c", "copy", *args, str(whole)], check=True)
+        data = whole.read_bytes()
+        (root / name).write_bytes(data[: len(data) // 2])
+        whole.unlink()
+        add(root / name, "partial")
+    long.unlink()
     add(write_clip(root / "vfr.mp4", sorted({*range(0, 2000, 20), *range(2000, 5000, 200)}), Fraction(1, 1000)), "ok")
     add(write_clip(root / "late_start.mp4", [5000 + 40 * i for i in range(50)], Fraction(1, 1000)), "ok")
     add(write_clip(root / "pts_jump.mp4", [40 * i for i in range(25)] + [20000 + 40 * i for i in range(25)], Fraction(1, 1000)), "ok")

@@ -20,16 +20,16 @@ def test_hostile_corpus(tmp_path, fixtures_dir, tiny_model):
         f"SELECT path, status, error, windows FROM read_parquet('{out}/sources/*/source.parquet')").fetchall()}
     missing = [p for p, _ in cases if p not in rows]
     assert not missing and len(rows) == len(cases), (missing, res.output[-3000:])  # one row per input
-    handled = 0
     for path, expected in cases:
         status, error, windows = rows[path]
-        if status == "error":
-            assert error and len(error) > 5, path
-        elif expected == "ok":
-            assert windows >= 1, path  # it really produced windows
+        if status in ("error", "partial"):
+            assert error and len(error) > 5, path  # names the reason
+        if expected in ("ok", "partial"):
+            assert windows >= 1, path  # it really produced windows (an empty WAV may be ok with none)
+        if status == "partial":
+            assert "cut short" in error or "demux" in error, (path, error)
         assert expected == "either" or status == expected, (path, status, error)
-        handled += 1
-    assert handled == len(cases)
+    assert "PARTIAL" in res.output and "FAILED" in res.output
     by_status = dict(con.execute(f"SELECT status, count(*) FROM read_parquet('{out}/sources/*/source.parquet') GROUP BY 1").fetchall())
     print(f"hostile corpus: {len(cases)} cases, {by_status}")
 

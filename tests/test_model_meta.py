@@ -33,3 +33,12 @@ def test_bundled_model_states_its_window():
     meta = Path(DEFAULT_MODEL_DIR) / "onepass.json"
     if meta.exists():
         assert model_window_s() == json.loads(meta.read_text())["window_s"]
+
+
+def test_tasks_are_parsed_once_in_the_config(tmp_path):
+    cfg = RunConfig(output=tmp_path, tasks="Diarization, CAPTIONS")
+    assert cfg.task_set.diarization and cfg.task_set.captions and not cfg.task_set.transcript
+    assert cfg.tasks == "captions,diarization"  # one spelling, one fingerprint
+    assert cfg.fingerprint() == RunConfig(output=tmp_path, tasks="captions,diarization").fingerprint()
+    with pytest.raises(ValueError, match="dance"):
+        RunConfig(output=tmp_path, tasks="captions,dance")
