@@ -58,7 +58,7 @@ def _result(w: Window, jobs: list[tuple[str, str]], texts: list[str], audio_hidd
     speech = region_embeddings(w.audio, audio_hidden, w.audio_start_ms) if audio_hidden is not None else []
     return WindowResult(
         source_id=w.source_id, span=w.span, captions=tuple(captions), segments=tuple(segments),
-        answers=tuple(answers), speech=tuple(speech), raw=tuple((kind, t) for (kind, _), t in zip(jobs, texts)),
+        answers=tuple(answers), speech=tuple(speech),
     )
 
 

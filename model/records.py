@@ -84,4 +84,3 @@ class WindowResult:
     segments: tuple[Segment, ...] = ()
     answers: tuple[Answer, ...] = ()
     speech: tuple[tuple[Span, np.ndarray], ...] = ()
-    raw: tuple[tuple[str, str], ...] = ()  # (task, generated text) for debugging

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BUDGETS", "CELL_PX", "CELL_VALUES", "Patches", "grid_size", "patchify", "pad_patches"]
+__all__ = ["BUDGETS", "CELL_PX", "CELL_VALUES", "Patches", "grid_size", "patchify"]
 
 CELL_PX = 48  # 16-px patch x 3x3 pooling
 CELL_VALUES = CELL_PX * CELL_PX * 3  # 6912
@@ -99,16 +99,3 @@ def patchify(rgb: np.ndarray, budget: int = 70, *, video: bool = False) -> Patch
     positions[:n, 1] = k // gw
     return Patches(cells=padded, positions=positions, num_tokens=n, grid_hw=(gh, gw), video=video)
 
-
-def pad_patches(items: list[Patches], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Stack images to [N, L, 6912] and [N, L, 2] with a common row count L (default: the max budget)."""
-    length = length or max(p.cells.shape[0] for p in items)
-    pixel_values = np.zeros((len(items), length, CELL_VALUES), dtype=np.float32)
-    positions = np.full((len(items), length, 2), -1, dtype=np.int64)
-    for i, p in enumerate(items):
-        rows = min(length, p.cells.shape[0])
-        if p.num_tokens > length:
-            raise ValueError(f"image has {p.num_tokens} tokens, more than the pad length {length}")
-        pixel_values[i, :rows] = p.pixel_values[:rows]
-        positions[i, :rows] = p.positions[:rows]
-    return pixel_values, positions

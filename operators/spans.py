@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-__all__ = ["Span", "ms_from_pts", "ms_to_clock", "merge_spans"]
+__all__ = ["Span", "ms_from_pts", "ms_to_clock"]
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -64,14 +64,3 @@ def ms_to_clock(t_ms: int) -> str:
     seconds = t_ms // 1000
     return f"{seconds // 60:02d}:{seconds % 60:02d}"
 
-
-def merge_spans(spans: list[Span], gap_ms: int = 0) -> list[Span]:
-    """Union of spans; spans closer than ``gap_ms`` are joined. Result is sorted and disjoint."""
-    merged: list[Span] = []
-    for span in sorted(spans):
-        if merged and span.start_ms <= merged[-1].end_ms + gap_ms:
-            last = merged[-1]
-            merged[-1] = Span(last.start_ms, max(last.end_ms, span.end_ms))
-        else:
-            merged.append(span)
-    return merged

@@ -36,7 +36,6 @@ class RunConfig:
     num_speakers: int | None = None
     source_timeout_s: float = 3600.0
     stream_timeout_s: float = 10.0  # a live stream that delivers nothing for this long has ended (UDP has no end)
-    extra: dict = field(default_factory=dict)
     task_set: object = field(init=False, repr=False, compare=False, default=None)  # the parsed tasks (model.tasks.TaskSet)
 
     def __post_init__(self):

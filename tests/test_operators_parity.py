@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from onepass.operators.audio import AudioFramer, frame_audio, pad_audio_frames
+from onepass.operators.audio import frame_audio
 from onepass.operators.patchify import BUDGETS, grid_size, patchify
 
 
@@ -56,33 +56,6 @@ def test_audio_cases_are_exact(golden, fixtures_dir):
         frames, mask = frame_audio(wave)
         assert frames.shape == (case["frames"], 640) and mask.all()
         assert np.array_equal(frames.reshape(-1)[: wave.size], wave) and not frames.reshape(-1)[wave.size :].any()
-
-
-def test_streaming_framer_matches_batch_and_holds_back_the_padded_frame(fixtures_dir):
-    wave = np.random.default_rng(1).normal(0, 0.1, 37920).astype(np.float32)
-    framer = AudioFramer()
-    out, rng, pos = [], np.random.default_rng(0), 0
-    while pos < wave.size:
-        step = int(rng.integers(1, 2000))
-        got = framer.push(wave[pos : pos + step], start_ms=pos // 16)
-        assert all(len(f) == 640 for f in got.frames)  # only full frames while live
-        out.append(got)
-        pos += step
-    live_frames = sum(len(o) for o in out)
-    assert live_frames == wave.size // 640
-    out.append(framer.close())
-    frames = np.concatenate([o.frames for o in out])
-    starts = np.concatenate([o.start_ms for o in out])
-    assert np.array_equal(frames, frame_audio(wave)[0])
-    assert np.array_equal(starts, 40 * np.arange(len(frames)))
-
-
-def test_batch_padding_marks_real_frames():
-    a, _ = frame_audio(np.ones(16001, np.float32))
-    b, _ = frame_audio(np.ones(640, np.float32))
-    batch, mask = pad_audio_frames([a, b])
-    assert batch.shape == (2, 26, 640) and mask.sum(1).tolist() == [26, 1]
-    assert not batch[1, 1:].any()
 
 
 @pytest.mark.parametrize("budget", BUDGETS)

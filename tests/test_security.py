@@ -9,7 +9,6 @@ import time
 import urllib.error
 import urllib.request
 
-import pytest
 
 import grpc  # noqa: E402 - grpcio is a test dependency
 from conftest import tool

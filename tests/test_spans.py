@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from onepass.operators.spans import Span, merge_spans, ms_from_pts, ms_to_clock
+from onepass.operators.spans import Span, ms_from_pts, ms_to_clock
 
 ms = st.integers(min_value=0, max_value=10**9)
 
@@ -23,15 +23,6 @@ def test_intersection_is_inside_both_and_symmetric(a, b):
     if c is not None:
         assert a.start_ms <= c.start_ms < c.end_ms <= a.end_ms
         assert b.start_ms <= c.start_ms < c.end_ms <= b.end_ms
-
-
-@given(st.lists(spans(), max_size=30), st.integers(0, 1000))
-def test_merged_spans_are_sorted_disjoint_and_cover_the_same_time(items, gap):
-    merged = merge_spans(items, gap_ms=gap)
-    for x, y in zip(merged, merged[1:]):
-        assert x.end_ms + gap < y.start_ms
-    for s in items:
-        assert any(m.start_ms <= s.start_ms and s.end_ms <= m.end_ms for m in merged)
 
 
 @given(st.integers(0, 10**7), st.sampled_from([Fraction(1, 1000), Fraction(1, 90000), Fraction(1001, 30000), Fraction(1, 48000)]))
