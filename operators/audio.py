@@ -11,7 +11,6 @@ speaker embeddings (numpy only).
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from .spans import Span

@@ -9,8 +9,7 @@ import time
 import urllib.error
 import urllib.request
 
-
-import grpc  # noqa: E402 - grpcio is a test dependency
+import grpc  # grpcio is a test dependency
 from conftest import tool
 
 # one real method per Ray gRPC service: the token is checked before the method runs
