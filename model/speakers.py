@@ -40,7 +40,9 @@ from onepass.operators.spans import Span
 
 from .records import Segment, SpeakerTurn
 
-__all__ = ["region_embeddings", "cluster", "assign_speakers", "label_segments", "OnlineSpeakers"]
+__all__ = ["region_embeddings", "cluster", "assign_speakers", "label_segments", "OnlineSpeakers", "THRESHOLD"]
+
+THRESHOLD = 0.6  # cosine distance at which clustering stops (see the module docstring)
 
 
 def _split(span: Span, max_ms: int) -> list[Span]:
@@ -115,7 +117,7 @@ def _spectral_reference() -> tuple[np.ndarray, np.ndarray]:
 
 
 def cluster(
-    embeddings: np.ndarray, *, threshold: float = 0.6, num_speakers: int | None = None, backbone_weight: float = 0.0
+    embeddings: np.ndarray, *, threshold: float = THRESHOLD, num_speakers: int | None = None, backbone_weight: float = 0.0
 ) -> np.ndarray:
     """Average-linkage agglomerative clustering on cosine distance. Returns labels [n] (0-based,
     in order of first appearance).
@@ -161,7 +163,7 @@ def cluster(
 
 
 def assign_speakers(
-    regions: list[tuple[Span, np.ndarray]], *, threshold: float = 0.6, num_speakers: int | None = None
+    regions: list[tuple[Span, np.ndarray]], *, threshold: float = THRESHOLD, num_speakers: int | None = None
 ) -> list[SpeakerTurn]:
     """Cluster all regions of one source into speaker turns (adjacent same-speaker regions merged)."""
     if not regions:
@@ -197,7 +199,7 @@ class OnlineSpeakers:
     """Stable speaker ids for a live source: each new window re-clusters every region so far and
     keeps the ids already committed (a cluster takes the id most of its labelled regions had)."""
 
-    def __init__(self, threshold: float = 0.6):
+    def __init__(self, threshold: float = THRESHOLD):
         self.threshold = threshold
         self.regions: list[tuple[Span, np.ndarray]] = []
         self.labels: list[str | None] = []

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from onepass.operators.spans import Span, ms_to_clock
+from onepass.operators.spans import Span, ms_to_clock, ms_to_clock_tenths
 
 from .records import Answer, Caption, Segment
 
@@ -125,10 +125,6 @@ def format_captions(scenes: list[tuple[int, int, str]]) -> str:
     return "\n".join(lines)
 
 
-def _clock_d(t_ms: int) -> str:
-    return f"{ms_to_clock(t_ms)}.{(t_ms % 1000) // 100}"
-
-
 def format_transcript(utterances: list[tuple[int, int, str]]) -> str:
     """Training target: [(start ms, end ms, words)] relative to the window."""
-    return "\n".join(f"{_clock_d(a)} {_clock_d(b)} {words}" for a, b, words in utterances)
+    return "\n".join(f"{ms_to_clock_tenths(a)} {ms_to_clock_tenths(b)} {words}" for a, b, words in utterances)

@@ -34,6 +34,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from .audio import RATE_HZ
 from .spans import ms_from_pts
 
 _AV_TIME_BASE = Fraction(1, 1_000_000)
@@ -49,7 +50,7 @@ __all__ = [
     "DECODE_MODES",
 ]
 
-AUDIO_RATE_HZ = 16_000
+AUDIO_RATE_HZ = RATE_HZ  # what the model hears
 DECODE_MODES = ("fast", "exact")
 # Header sanity limits: a header claiming more than this is refused before any decoding.
 MAX_PIXELS = 8192 * 8192

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-__all__ = ["Span", "ms_from_pts", "ms_to_clock"]
+__all__ = ["Span", "ms_from_pts", "ms_to_clock", "ms_to_clock_tenths"]
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -63,4 +63,9 @@ def ms_to_clock(t_ms: int) -> str:
     """``MM:SS`` with both fields truncated, as the Gemma 4 video processor writes frame stamps."""
     seconds = t_ms // 1000
     return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def ms_to_clock_tenths(t_ms: int) -> str:
+    """``MM:SS.d`` (tenths truncated): the transcript format's times, and the report's."""
+    return f"{ms_to_clock(t_ms)}.{(t_ms % 1000) // 100}"
 

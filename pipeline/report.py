@@ -28,6 +28,9 @@ import json
 from fractions import Fraction
 from pathlib import Path
 
+from onepass.operators.audio import RATE_HZ
+from onepass.operators.spans import ms_to_clock_tenths
+
 from .writers import connect
 
 __all__ = ["write_reports", "is_flagged"]
@@ -120,8 +123,7 @@ def is_flagged(answer: str) -> bool:
 
 
 def _clock(ms) -> str:
-    ms = int(ms or 0)
-    return f"{ms // 60000:02d}:{ms // 1000 % 60:02d}.{ms % 1000 // 100}"
+    return ms_to_clock_tenths(int(ms or 0))
 
 
 def _json(obj) -> str:
@@ -164,14 +166,14 @@ def _write_audio(path: str, files: Path) -> str | None:
             if not media.info.has_audio:
                 return None
             with av.open(str(target), "w", format="webm") as out:
-                stream = out.add_stream("libopus", rate=16000)
+                stream = out.add_stream("libopus", rate=RATE_HZ)
                 stream.layout, stream.bit_rate = "mono", 24000
                 pos = 0
                 for item in media.items():
                     if not isinstance(item, AudioChunk) or not item.samples.size:
                         continue
                     if pos == 0 and item.start_ms > 0:  # keep table times: silence before the first sample
-                        pos = _encode(out, stream, np.zeros(item.start_ms * 16, np.float32), pos)
+                        pos = _encode(out, stream, np.zeros(item.start_ms * RATE_HZ // 1000, np.float32), pos)
                     pos = _encode(out, stream, item.samples, pos)
                 for packet in stream.encode(None):
                     out.mux(packet)
@@ -185,7 +187,7 @@ def _encode(out, stream, samples, pos: int) -> int:
     import av
 
     frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1).astype("float32"), format="flt", layout="mono")
-    frame.sample_rate, frame.pts, frame.time_base = 16000, pos, Fraction(1, 16000)
+    frame.sample_rate, frame.pts, frame.time_base = RATE_HZ, pos, Fraction(1, RATE_HZ)
     for packet in stream.encode(frame):
         out.mux(packet)
     return pos + samples.size
