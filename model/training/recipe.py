@@ -299,7 +299,11 @@ def main(argv=None) -> int:
     ap.add_argument("--save-every-min", type=float, default=10.0)
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--eval-items", type=int, default=48, help="held-out utterances and frames per evaluation")
-    ap.add_argument("--export-only", action="store_true", help="export the checkpoint's EMA weights and stop")
+    ap.add_argument("--export-only", action="store_true", help="export the checkpoint's weights and stop")
+    ap.add_argument("--export-weights", choices=("ema", "raw"), default="ema",
+                    help="with --export-only: the moving average (default) or the last step's weights")
+    ap.add_argument("--export-to", type=Path, default=None, help="with --export-only: the folder (default OUT/export)")
+    ap.add_argument("--measure", action="store_true", help="with --export-only: log the held-out measures of what is exported")
     for f in Recipe.__dataclass_fields__.values():
         ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
                         help=f"recipe (default {f.default}; a resumed run keeps its own)")
@@ -325,8 +329,13 @@ def main(argv=None) -> int:
         step, spent_s = load(ckpt, model, ema, opt)
         print(f"resumed at step {step} ({spent_s / 60:.1f} min spent)", flush=True)
     if args.export_only:
-        export(ema, base, args.out / "export", recipe, {"step": step})
-        print(f"exported {args.out / 'export'} (step {step})", flush=True)
+        weights = ema if args.export_weights == "ema" else model
+        target = args.export_to or args.out / "export"
+        export(weights, base, target, recipe, {"step": step, "weights": args.export_weights})
+        print(f"exported {target} (step {step}, {args.export_weights} weights)", flush=True)
+        if args.measure:
+            print(json.dumps(evaluate_short(weights, tok, base, recipe, n=args.eval_items, windows=True,
+                                            n_windows=max(1, args.eval_items // 8))), flush=True)
         return 0
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model {n_params / 1e6:.2f} M params, vocab {len(tok)}, device {args.device}, recipe {asdict(recipe)}", flush=True)
