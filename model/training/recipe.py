@@ -280,6 +280,17 @@ def export(model, base: Path, out_dir: Path, recipe: Recipe, note: dict | None =
 
 
 # -- the loop -------------------------------------------------------------------------------------
+def _stop_on_signals():
+    import signal
+    import threading
+
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
 def _decay_groups(model, wd: float):
     decay, rest = [], []
     for name, p in model.named_parameters():
@@ -345,13 +356,14 @@ def main(argv=None) -> int:
     log = open(args.out / "log.jsonl", "a")
     t0, t_saved = time.time() - spent_s, time.time()
     stop_at = time.time() + args.minutes * 60 if args.minutes else None
+    stop = _stop_on_signals()  # SIGTERM / Ctrl-C: finish the step, checkpoint, export, exit
     dev = torch.device(args.device)
     sums: dict[str, float] = {}
     count = 0
     model.train()
     for got_step, batches in loader:
         assert got_step == step, (got_step, step)
-        if (stop_at and time.time() >= stop_at) or (args.max_steps is not None and step >= args.max_steps):
+        if stop.is_set() or (stop_at and time.time() >= stop_at) or (args.max_steps is not None and step >= args.max_steps):
             break
         lr = recipe.lr_at(step)
         for g in opt.param_groups:
