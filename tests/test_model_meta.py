@@ -28,11 +28,10 @@ def test_a_bad_meta_file_is_named(tmp_path, text):
         model_window_s(tmp_path)
 
 
-def test_bundled_model_states_its_window():
-    assert model_window_s() == model_window_s(DEFAULT_MODEL_DIR)
-    meta = Path(DEFAULT_MODEL_DIR) / "onepass.json"
-    if meta.exists():
-        assert model_window_s() == json.loads(meta.read_text())["window_s"]
+def test_bundled_model_runs_at_its_own_window(tmp_path):
+    meta = json.loads((Path(DEFAULT_MODEL_DIR) / "onepass.json").read_text())
+    assert model_window_s() == meta["window_s"] == 10
+    assert RunConfig(output=tmp_path).window_s == 10  # `onepass run` with no flags
 
 
 def test_tasks_are_parsed_once_in_the_config(tmp_path):
