@@ -72,7 +72,8 @@ def grid_size(height: int, width: int, budget: int) -> tuple[int, int]:
 def _resize_uint8(rgb: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     if rgb.shape[:2] == (out_h, out_w):
         return rgb
-    tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0)  # [1,3,H,W]
+    rgb = np.ascontiguousarray(rgb) if rgb.flags.writeable else rgb.copy()  # torch wants a writable array
+    tensor = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)  # [1,3,H,W]
     resized = F.interpolate(tensor, size=(out_h, out_w), mode="bicubic", align_corners=False, antialias=True)
     return resized[0].permute(1, 2, 0).contiguous().numpy()  # [H',W',3] uint8
 

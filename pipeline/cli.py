@@ -159,7 +159,7 @@ def query(output, sql, out_file):
     if out_file is None:
         click.echo(_format_table(rel.columns, rel.fetchall()))
         return
-    table = rel.fetch_arrow_table()  # written by onepass, not by SQL: the connection writes nowhere
+    table = rel.to_arrow_table()  # written by onepass, not by SQL: the connection writes nowhere
     if out_file.suffix == ".parquet":
         import pyarrow.parquet as pq
 

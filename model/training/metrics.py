@@ -30,7 +30,7 @@ def der(reference: list[tuple[int, int, str]], hypothesis: list[tuple[int, int, 
     by pyannote.metrics. Turns are (start_ms, end_ms, speaker); ``collar_ms`` on each side of every
     reference boundary is not scored (pyannote's ``collar`` is the whole width: 2 x collar_ms);
     speakers are matched one-to-one to maximise overlap."""
-    from pyannote.core import Annotation, Segment
+    from pyannote.core import Annotation, Segment, Timeline
     from pyannote.metrics.diarization import DiarizationErrorRate
 
     def annotation(turns):
@@ -42,8 +42,10 @@ def der(reference: list[tuple[int, int, str]], hypothesis: list[tuple[int, int, 
 
     if not reference and not hypothesis:
         return 0.0, 0.0
-    detail = DiarizationErrorRate(collar=2 * collar_ms / 1000, skip_overlap=False)(
-        annotation(reference), annotation(hypothesis), detailed=True)
+    ref, hyp = annotation(reference), annotation(hypothesis)
+    # scored: the union of both extents (what pyannote assumes without a UEM, stated so it need not warn)
+    uem = Timeline([a.get_timeline().extent() for a in (ref, hyp) if len(a)]).support()
+    detail = DiarizationErrorRate(collar=2 * collar_ms / 1000, skip_overlap=False)(ref, hyp, uem=uem, detailed=True)
     errors = detail["confusion"] + detail["missed detection"] + detail["false alarm"]
     return float(errors), float(detail["total"])
 
