@@ -130,7 +130,7 @@ def test_training_resumes_exactly_and_exports_a_loadable_checkpoint(tmp_path):
     from onepass.model.meta import model_window_s
 
     tiny = ["--device", "cpu", "--workers", "0", "--threads", "1", "--hidden", "64", "--layers", "2", "--intermediate", "128",
-            "--short-batch", "2", "--replay", "1", "--b-windows", "1", "--c-windows", "1", "--stage-b", "1", "--stage-c", "2",
+            "--short-batch", "2", "--replay", "1", "--replay-utterances", "1", "--b-windows", "1", "--c-windows", "1", "--stage-b", "1", "--stage-c", "2",
             "--window-s", "3", "--eval-every", "2", "--eval-items", "4"]
     a, b = tmp_path / "a", tmp_path / "b"
     assert _train(["--out", str(a), "--max-steps", "3"] + tiny) == 0  # stages A, B, C in one go
@@ -145,7 +145,7 @@ def test_training_resumes_exactly_and_exports_a_loadable_checkpoint(tmp_path):
     from onepass.model.training.recipe import Recipe, make_builder, step_batches
 
     builder, vocab = make_builder(b / "base")
-    rec = Recipe(stage_b=1, stage_c=2, short_batch=2, replay=1, b_windows=1, c_windows=1, window_s=3)
+    rec = Recipe(stage_b=1, stage_c=2, short_batch=2, replay=1, replay_utterances=1, b_windows=1, c_windows=1, window_s=3)
     for step in (0, 2):
         x, y = step_batches(rec, step, builder, vocab), step_batches(rec, step, builder, vocab)
         assert x.keys() == y.keys()
@@ -167,6 +167,11 @@ def test_training_resumes_exactly_and_exports_a_loadable_checkpoint(tmp_path):
     attn = model.model.language_model.layers[0].self_attn
     assert attn.q_norm.weight[0].item() == pytest.approx(attn.head_dim ** -0.25)
     assert model.model.embed_vision.pos_embedding.detach().std().item() == pytest.approx(1.0, abs=0.05)
+    # the audio projection starts as a Fourier basis: each cosine row's spectrum peaks at its own
+    # frequency, rising from 60 Hz to 7.6 kHz (25 Hz per rfft bin of 640 samples)
+    w = model.model.embed_audio.embedding_projection.weight.detach().numpy()
+    peaks = np.abs(np.fft.rfft(w[: w.shape[0] // 2], axis=1)).argmax(1)
+    assert peaks[0] <= 3 and abs(peaks[-1] - 7600 / 25) <= 1 and (np.diff(peaks) >= 0).all(), peaks
 
 
 def test_wer_der_and_boundaries():

@@ -62,22 +62,36 @@ def _target_loss(model, items: list[dict], pad: int) -> float:
 
 @torch.no_grad()
 def evaluate_short(model, tok, base, recipe, *, n: int = 48, windows: bool = True, n_windows: int = 6) -> dict:
+    """Held-out measures of ``model`` (fixed items: the same at every evaluation)."""
     was_training = model.training
     model.eval()
     builder, vocab = _builder(base)
-    pad = tok.pad_token_id
     rng = np.random.default_rng([_HELDOUT])
     utts = [S.utterance_item(rng, builder, vocab) for _ in range(n)]
     frames = [S.frame_item(rng, builder, vocab) for _ in range(n)]
     runner = Runner(_backbone(model, tok, base), max_new_tokens=64)
-    prompts = Prompts()
-    out: dict = {}
+    out = {**_utterance_measures(runner, utts), **_frame_measures(runner, frames)}
+    # media-swap gap: own media vs the next item's (same layout: rebuilt around the other media)
+    m, pad = min(16, n), tok.pad_token_id
+    out["swap_audio"] = [round(_target_loss(model, utts[:m], pad), 4),
+                         round(_target_loss(model, [_swap_audio(u, utts[(j + 1) % m], builder, vocab) for j, u in enumerate(utts[:m])], pad), 4)]
+    out["swap_frames"] = [round(_target_loss(model, frames[:m], pad), 4),
+                          round(_target_loss(model, [_swap_frame(f, frames[(j + 1) % m], builder, vocab) for j, f in enumerate(frames[:m])], pad), 4)]
+    if windows:
+        rng = np.random.default_rng([_HELDOUT, 1])
+        items = [S.window_item(rng, builder, vocab, recipe.window_s, task="transcript") for _ in range(n_windows)]
+        out.update(_window_measures(runner, items, recipe.window_s))
+    if was_training:
+        model.train()
+    return out
 
-    # transcripts of single utterances
+
+def _utterance_measures(runner, utts: list[dict]) -> dict:
+    """Transcripts of single utterances: WER and the median start/end error."""
     hyps, starts, ends = [], [], []
-    for i in range(0, n, 16):
+    for i in range(0, len(utts), 16):
         chunk = utts[i : i + 16]
-        texts, _ = runner.generate([_window(u, u["audio"].shape[0] * 40) for u in chunk], [prompts.transcript])
+        texts, _ = runner.generate([_window(u, u["audio"].shape[0] * 40) for u in chunk], [Prompts().transcript])
         for u, (text,) in zip(chunk, texts):
             span = Span(0, u["audio"].shape[0] * 40)
             segs = parse_transcript(text, span)
@@ -86,55 +100,45 @@ def evaluate_short(model, tok, base, recipe, *, n: int = 48, windows: bool = Tru
             if segs:
                 starts.append(abs(segs[0].span.start_ms - truth.start_ms))
                 ends.append(abs(segs[-1].span.end_ms - truth.end_ms))
-    out["utt_wer"] = round(word_error_rate([parse_transcript(u["target"], Span(0, 10**6))[0].text for u in utts], hyps), 4)
-    out["utt_start_ms"] = float(np.median(starts)) if starts else None
-    out["utt_end_ms"] = float(np.median(ends)) if ends else None
+    return {"utt_wer": round(word_error_rate([parse_transcript(u["target"], Span(0, 10**6))[0].text for u in utts], hyps), 4),
+            "utt_start_ms": float(np.median(starts)) if starts else None,
+            "utt_end_ms": float(np.median(ends)) if ends else None}
 
-    # captions of single frames, per attribute
-    ok = 0
+
+def _frame_measures(runner, frames: list[dict]) -> dict:
+    """Captions of single frames: exact, and right per attribute (colour, shape, size or relation)."""
+    ok, n = 0, len(frames)
     attr = {"colour": 0, "shape": 0, "size_or_relation": 0}
+    words = {"colour": _COLOURS, "shape": _SHAPES, "size_or_relation": _REL}
     for i in range(0, n, 16):
         chunk = frames[i : i + 16]
-        texts, _ = runner.generate([_window(f, 1000) for f in chunk], [prompts.caption])
+        texts, _ = runner.generate([_window(f, 1000) for f in chunk], [Prompts().caption])
         for f, (text,) in zip(chunk, texts):
             caps = parse_captions(text, [0], Span(0, 1000))
             got = caps[0].text if caps else ""
             want = f["target"].split(" ", 1)[1]
             ok += got == want
             g, w = got.split(), want.split()
-            attr["colour"] += bool(g) and [x for x in g if x in _COLOURS] == [x for x in w if x in _COLOURS]
-            attr["shape"] += bool(g) and [x for x in g if x in _SHAPES] == [x for x in w if x in _SHAPES]
-            attr["size_or_relation"] += bool(g) and [x for x in g if x in _REL] == [x for x in w if x in _REL]
-    out["frame_exact"] = round(ok / n, 4)
-    out.update({f"frame_{k}": round(v / n, 4) for k, v in attr.items()})
+            for k, vocab in words.items():
+                attr[k] += bool(g) and [x for x in g if x in vocab] == [x for x in w if x in vocab]
+    return {"frame_exact": round(ok / n, 4), **{f"frame_{k}": round(v / n, 4) for k, v in attr.items()}}
 
-    # media-swap gap: own media vs the next item's (same layout: rebuilt around the other media)
-    m = min(16, n)
-    out["swap_audio"] = [round(_target_loss(model, utts[:m], pad), 4),
-                         round(_target_loss(model, [_swap_audio(u, utts[(j + 1) % m], builder, vocab) for j, u in enumerate(utts[:m])], pad), 4)]
-    out["swap_frames"] = [round(_target_loss(model, frames[:m], pad), 4),
-                          round(_target_loss(model, [_swap_frame(f, frames[(j + 1) % m], builder, vocab) for j, f in enumerate(frames[:m])], pad), 4)]
 
-    if windows:
-        rng = np.random.default_rng([_HELDOUT, 1])
-        items = [S.window_item(rng, builder, vocab, recipe.window_s, task="transcript") for _ in range(n_windows)]
-        refs, hyps, cap_ok, cap_n = [], [], 0, 0
-        for i in range(0, n_windows, 3):
-            chunk = items[i : i + 3]
-            span = Span(0, recipe.window_s * 1000)
-            texts, _ = runner.generate([_window(w, span.end_ms) for w in chunk], [prompts.caption, prompts.transcript])
-            for w, (cap_text, tr_text) in zip(chunk, texts):
-                refs.append(" ".join(s.text for s in parse_transcript(w["target"], span)))
-                hyps.append(" ".join(s.text for s in parse_transcript(tr_text, span)))
-                truth = _frame_truth(w)
-                got = {c.frame_ms: c.text for c in parse_captions(cap_text, w["stamps"], span)}
-                cap_ok += sum(got.get(t) == c for t, c in truth.items())
-                cap_n += len(truth)
-        out["win_wer"] = round(word_error_rate(refs, hyps), 4)
-        out["win_caption_exact"] = round(cap_ok / max(cap_n, 1), 4)
-    if was_training:
-        model.train()
-    return out
+def _window_measures(runner, items: list[dict], window_s: int) -> dict:
+    """Windows in the runner's layout: transcript WER and exact captions."""
+    refs, hyps, cap_ok, cap_n = [], [], 0, 0
+    span = Span(0, window_s * 1000)
+    for i in range(0, len(items), 3):
+        chunk = items[i : i + 3]
+        texts, _ = runner.generate([_window(w, span.end_ms) for w in chunk], [Prompts().caption, Prompts().transcript])
+        for w, (cap_text, tr_text) in zip(chunk, texts):
+            refs.append(" ".join(s.text for s in parse_transcript(w["target"], span)))
+            hyps.append(" ".join(s.text for s in parse_transcript(tr_text, span)))
+            truth = _frame_truth(w)
+            got = {c.frame_ms: c.text for c in parse_captions(cap_text, w["stamps"], span)}
+            cap_ok += sum(got.get(t) == c for t, c in truth.items())
+            cap_n += len(truth)
+    return {"win_wer": round(word_error_rate(refs, hyps), 4), "win_caption_exact": round(cap_ok / max(cap_n, 1), 4)}
 
 
 _COLOURS = {"red", "green", "blue", "yellow", "white", "purple", "orange"}

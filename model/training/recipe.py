@@ -69,7 +69,8 @@ class Recipe:
     short_batch: int = 24  # stage A: utterances and frames, each
     b_windows: int = 8
     c_windows: int = 6
-    replay: int = 6  # short items of each kind replayed per step in B and C
+    replay: int = 6  # single frames replayed per step in B and C
+    replay_utterances: int = 6  # single utterances replayed per step in B and C
     w_ctc: float = 0.5
     w_cells: float = 0.5
     w_time: float = 0.2
@@ -112,6 +113,31 @@ def cool_init(model) -> None:
         if hasattr(attn, "k_norm"):
             attn.k_norm.weight.fill_(attn.head_dim ** -0.25)
     model.model.embed_vision.pos_embedding.normal_(0.0, 1.0)
+    dft_audio_init(model)
+
+
+@torch.no_grad()
+def dft_audio_init(model, row_norm: float | None = None) -> None:
+    """Audio projection (640 samples -> hidden) as a Hann-windowed Fourier basis: a cosine and a
+    sine row for each of hidden/2 mel-spaced frequencies (60 Hz - 7.6 kHz). The frame's spectrum
+    is then in the residual stream from step 0, in pairs whose squares (a GeGLU computes products)
+    give the band energies speech is recognised by; from a random projection the model must first
+    find that filterbank itself, and on 2 cores it did not (CTC flat from step 300 to 1300).
+    Rows keep the norm of the weights they replace (``row_norm``: their mean), so the embedding's
+    scale is unchanged."""
+    w = model.model.embed_audio.embedding_projection.weight
+    hidden, width = w.shape
+    k = hidden // 2
+    mel = np.linspace(2595 * np.log10(1 + 60 / 700), 2595 * np.log10(1 + 7600 / 700), k)
+    freq = 700 * (10 ** (mel / 2595) - 1)
+    n, window = np.arange(width), np.hanning(width)
+    phase = 2 * np.pi * freq[:, None] * n / 16000
+    rows = np.concatenate([window * np.cos(phase), window * np.sin(phase)])
+    if hidden % 2:
+        rows = np.concatenate([rows, window[None] / width])
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    scale = row_norm if row_norm is not None else float(w.detach().float().norm(dim=1).mean())
+    w.copy_(torch.from_numpy(rows * scale).to(w.dtype))
 
 
 # -- losses ---------------------------------------------------------------------------------------
@@ -197,10 +223,11 @@ def step_batches(recipe: Recipe, step: int, builder, vocab, batch_scale: float =
 
     pad = vocab.tok.pad_token_id
     stage = recipe.stage(step)
-    n_short = max(1, round((recipe.short_batch if stage == "A" else recipe.replay) * batch_scale))
+    n_utt = max(1, round((recipe.short_batch if stage == "A" else recipe.replay_utterances) * batch_scale))
+    n_frames = max(1, round((recipe.short_batch if stage == "A" else recipe.replay) * batch_scale))
     out = {
-        "utterances": S.collate([S.utterance_item(rng(), builder, vocab) for _ in range(n_short)], pad),
-        "frames": S.collate([S.frame_item(rng(), builder, vocab) for _ in range(n_short)], pad),
+        "utterances": S.collate([S.utterance_item(rng(), builder, vocab) for _ in range(n_utt)], pad),
+        "frames": S.collate([S.frame_item(rng(), builder, vocab) for _ in range(n_frames)], pad),
     }
     if stage == "B":
         n = max(1, round(recipe.b_windows * batch_scale))
@@ -298,7 +325,7 @@ def _decay_groups(model, wd: float):
     return [{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
 
 
-def main(argv=None) -> int:
+def _parse(argv) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="run folder (keep it OUTSIDE the repository)")
     ap.add_argument("--minutes", type=float, default=None, help="stop (with a checkpoint and an export) after this long")
@@ -315,19 +342,67 @@ def main(argv=None) -> int:
                     help="with --export-only: the moving average (default) or the last step's weights")
     ap.add_argument("--export-to", type=Path, default=None, help="with --export-only: the folder (default OUT/export)")
     ap.add_argument("--measure", action="store_true", help="with --export-only: log the held-out measures of what is exported")
+    ap.add_argument("--reinit-audio", action="store_true",
+                    help="on resume: restart the audio projection from the Fourier basis (weights, EMA and its optimizer state)")
     for f in Recipe.__dataclass_fields__.values():
         ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
                         help=f"recipe (default {f.default}; a resumed run keeps its own)")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def _reinit_audio(model, ema, opt) -> None:
+    w = model.model.embed_audio.embedding_projection.weight
+    norm = float(w.detach().float().norm(dim=1).mean())
+    dft_audio_init(model, norm)
+    dft_audio_init(ema, norm)
+    opt.state.pop(w, None)  # fresh Adam moments for the new basis
+    print(f"audio projection restarted from the Fourier basis (row norm {norm:.3f})", flush=True)
+
+
+def _train_step(model, ema, opt, batches: dict, recipe: Recipe, step: int, dev, sums: dict) -> float:
+    """One optimizer step over the step's sub-batches; adds each loss to ``sums``; returns the grad norm."""
+    for g in opt.param_groups:
+        g["lr"] = recipe.lr_at(step)
+    opt.zero_grad(set_to_none=True)
+    for kind, batch in batches.items():
+        batch = {k: ([t.to(dev) for t in v] if isinstance(v, list) else v.to(dev)) for k, v in batch.items()}
+        losses = step_losses(model, batch, recipe)
+        total(losses, recipe).backward()
+        for k, v in losses.items():
+            sums[f"{kind[0]}_{k}"] = sums.get(f"{kind[0]}_{k}", 0.0) + float(v.detach())
+    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip)
+    opt.step()
+    with torch.no_grad():
+        d = min(recipe.ema, (1 + step) / (10 + step))
+        for pe, pm in zip(ema.parameters(), model.parameters()):
+            pe.lerp_(pm, 1 - d)
+    return float(gnorm)
+
+
+def _measure(ema, tok, base, recipe: Recipe, step: int, n: int) -> dict:
     from .evaluate import evaluate_short
 
+    try:
+        return evaluate_short(ema, tok, base, recipe, n=n, windows=recipe.stage(step - 1) != "A", n_windows=max(1, n // 8))
+    except Exception as exc:  # noqa: BLE001 - a broken measurement must not end hours of training
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _export_only(args, weights, tok, base: Path, recipe: Recipe, step: int) -> int:
+    target = args.export_to or args.out / "export"
+    export(weights, base, target, recipe, {"step": step, "weights": args.export_weights})
+    print(f"exported {target} (step {step}, {args.export_weights} weights)", flush=True)
+    if args.measure:
+        print(json.dumps(_measure(weights, tok, base, recipe, step, args.eval_items)), flush=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
     ckpt, base = args.out / "ckpt", args.out / "base"
     overrides = {k: getattr(args, k) for k in Recipe.__dataclass_fields__ if getattr(args, k) is not None}
-    if (ckpt / "state.json").exists():
-        recipe = Recipe(**{**json.loads((ckpt / "state.json").read_text())["recipe"], **overrides})
-    else:
-        recipe = Recipe(**overrides)
+    saved = json.loads((ckpt / "state.json").read_text())["recipe"] if (ckpt / "state.json").exists() else {}
+    recipe = Recipe(**{**saved, **overrides})
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -339,25 +414,25 @@ def main(argv=None) -> int:
     if (ckpt / "state.json").exists():
         step, spent_s = load(ckpt, model, ema, opt)
         print(f"resumed at step {step} ({spent_s / 60:.1f} min spent)", flush=True)
+        if args.reinit_audio:
+            _reinit_audio(model, ema, opt)
     if args.export_only:
-        weights = ema if args.export_weights == "ema" else model
-        target = args.export_to or args.out / "export"
-        export(weights, base, target, recipe, {"step": step, "weights": args.export_weights})
-        print(f"exported {target} (step {step}, {args.export_weights} weights)", flush=True)
-        if args.measure:
-            print(json.dumps(evaluate_short(weights, tok, base, recipe, n=args.eval_items, windows=True,
-                                            n_windows=max(1, args.eval_items // 8))), flush=True)
-        return 0
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"model {n_params / 1e6:.2f} M params, vocab {len(tok)}, device {args.device}, recipe {asdict(recipe)}", flush=True)
+        return _export_only(args, ema if args.export_weights == "ema" else model, tok, base, recipe, step)
+    print(f"model {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, vocab {len(tok)}, "
+          f"device {args.device}, recipe {asdict(recipe)}", flush=True)
     loader = torch.utils.data.DataLoader(_Stream(base, recipe, step, args.batch_scale), batch_size=None,
                                          num_workers=args.workers, prefetch_factor=2 if args.workers else None,
                                          persistent_workers=bool(args.workers))
     log = open(args.out / "log.jsonl", "a")
+
+    def record(rec: dict) -> None:
+        print(json.dumps(rec), flush=True)
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+
     t0, t_saved = time.time() - spent_s, time.time()
     stop_at = time.time() + args.minutes * 60 if args.minutes else None
     stop = _stop_on_signals()  # SIGTERM / Ctrl-C: finish the step, checkpoint, export, exit
-    dev = torch.device(args.device)
     sums: dict[str, float] = {}
     count = 0
     model.train()
@@ -365,41 +440,14 @@ def main(argv=None) -> int:
         assert got_step == step, (got_step, step)
         if stop.is_set() or (stop_at and time.time() >= stop_at) or (args.max_steps is not None and step >= args.max_steps):
             break
-        lr = recipe.lr_at(step)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        for kind, batch in batches.items():
-            batch = {k: ([t.to(dev) for t in v] if isinstance(v, list) else v.to(dev)) for k, v in batch.items()}
-            losses = step_losses(model, batch, recipe)
-            total(losses, recipe).backward()
-            for k, v in losses.items():
-                sums[f"{kind[0]}_{k}"] = sums.get(f"{kind[0]}_{k}", 0.0) + float(v.detach())
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip)
-        opt.step()
-        with torch.no_grad():
-            d = min(recipe.ema, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - d)
-        step += 1
-        count += 1
+        gnorm = _train_step(model, ema, opt, batches, recipe, step, torch.device(args.device), sums)
+        step, count = step + 1, count + 1
         if step % 10 == 0 or step == 1:
-            rec = {"step": step, "stage": recipe.stage(step - 1), "min": round((time.time() - t0) / 60, 2), "lr": round(lr, 6),
-                   "gnorm": round(float(gnorm), 3), **{k: round(v / count, 4) for k, v in sorted(sums.items())}}
-            print(json.dumps(rec), flush=True)
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
+            record({"step": step, "stage": recipe.stage(step - 1), "min": round((time.time() - t0) / 60, 2),
+                    "lr": round(recipe.lr_at(step - 1), 6), "gnorm": round(gnorm, 3), **{k: round(v / count, 4) for k, v in sorted(sums.items())}})
             sums, count = {}, 0
         if step % args.eval_every == 0:
-            try:
-                ev = evaluate_short(ema, tok, base, recipe, n=args.eval_items, windows=recipe.stage(step - 1) != "A",
-                                    n_windows=max(1, args.eval_items // 8))
-            except Exception as exc:  # noqa: BLE001 - a broken measurement must not end hours of training
-                ev = {"error": f"{type(exc).__name__}: {exc}"}
-            rec = {"step": step, "eval": ev, "min": round((time.time() - t0) / 60, 2)}
-            print(json.dumps(rec), flush=True)
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
+            record({"step": step, "eval": _measure(ema, tok, base, recipe, step, args.eval_items), "min": round((time.time() - t0) / 60, 2)})
             model.train()
         if time.time() - t_saved > args.save_every_min * 60:
             save(ckpt, model, ema, opt, step, recipe, time.time() - t0)
