@@ -12,8 +12,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 __all__ = ["BUDGETS", "CELL_PX", "CELL_VALUES", "Patches", "grid_size", "patchify"]
 
@@ -72,6 +70,9 @@ def grid_size(height: int, width: int, budget: int) -> tuple[int, int]:
 def _resize_uint8(rgb: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     if rgb.shape[:2] == (out_h, out_w):
         return rgb
+    import torch  # here, not at the top: BUDGETS and grid_size serve the driver, which does not load torch
+    import torch.nn.functional as F
+
     rgb = np.ascontiguousarray(rgb) if rgb.flags.writeable else rgb.copy()  # torch wants a writable array
     tensor = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)  # [1,3,H,W]
     resized = F.interpolate(tensor, size=(out_h, out_w), mode="bicubic", align_corners=False, antialias=True)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from onepass.operators.patchify import BUDGETS
+
 from .config import RunConfig
 
 _DEFAULTS = RunConfig(output=Path("out"))
@@ -34,7 +36,7 @@ stay; its row says 'stopped'; a rerun does the rest).""")
 @click.option("--tasks", default=_DEFAULTS.tasks, show_default=True, help="Comma list of captions, transcript, diarization.")
 @click.option("--ask", "questions", multiple=True, help="A question answered for every window (repeatable).")
 @click.option("--fps", type=float, default=_DEFAULTS.fps, show_default=True, help="Frames kept per second.")
-@click.option("--budget", type=click.Choice(["70", "140", "280", "560", "1120"]), default=str(_DEFAULTS.budget), show_default=True, help="Soft tokens per frame.")
+@click.option("--budget", type=click.Choice([str(b) for b in BUDGETS]), default=str(_DEFAULTS.budget), show_default=True, help="Soft tokens per frame.")
 @click.option("--window-s", type=int, default=None,
               help="Window length in seconds (at most 30). Default: the model's own (the bundled model: 10; Gemma 4 weights: 30).")
 @click.option("--decode-mode", type=click.Choice(["fast", "exact"]), default=_DEFAULTS.decode_mode, show_default=True, help="fast skips unreferenced frames (kept frame may lag by <= 250 ms).")

@@ -21,7 +21,7 @@ class RunConfig:
     tasks: str = "captions,transcript,diarization"
     questions: tuple[str, ...] = ()
     fps: float = 1.0
-    budget: int = 70  # soft tokens per frame (70, 140, 280, 560, 1120)
+    budget: int = 70  # soft tokens per frame (one of operators.patchify.BUDGETS)
     window_s: int | None = None  # None: the model's own (onepass.json beside its config; else 30 s)
     decode_mode: str = "fast"
     workers: int = 2  # sources decoded at once
@@ -50,8 +50,10 @@ class RunConfig:
             object.__setattr__(self, "window_s", model_window_s(self.model))
         if not 1 <= self.window_s <= 30:
             raise ValueError(f"--window-s must be 1..30 (the model takes at most 30 s of audio), got {self.window_s}")
-        if self.budget not in (70, 140, 280, 560, 1120):
-            raise ValueError(f"--budget must be one of 70, 140, 280, 560, 1120, got {self.budget}")
+        from onepass.operators.patchify import BUDGETS
+
+        if self.budget not in BUDGETS:
+            raise ValueError(f"--budget must be one of {', '.join(map(str, BUDGETS))}, got {self.budget}")
         if not 0 < self.fps <= 30:
             raise ValueError(f"--fps must be in (0, 30], got {self.fps}")
 

@@ -3,19 +3,26 @@ remote stages. Everything it calls is plain Python that runs (and is tested) wit
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
+import time
 import warnings
+from collections import defaultdict, deque
 
 import ray
 
 from onepass.operators.decode import DecodeError, MediaReader
 
 from .config import RunConfig
+from .messages import AudioHead, Failed, Finished, FrameHead, LiveFrame, Opened, WindowHead, WindowRefs
 from .sources import Source
 from .windows import AudioPart, FramePart, WindowSpec, cut_windows
 
-__all__ = ["start_ray", "decode_source", "PatchifyActor", "AudioFrameActor", "OperatorPools", "BackboneActor", "start_backbones", "on_this_node", "assemble"]
+__all__ = ["start_ray", "decode_source", "start_decode", "cancel", "DecodeFollower", "OperatorPools", "Backbones", "assemble"]
+
+MAX_FRAMES_IN_POOL = 16  # per source: decoded frames waiting for (or in) the patchify pool
+FRAMES_PER_CALL = 8  # files: frames patchified per pool call (live streams: one, at once)
 
 
 SIGTERM_RECEIVED = threading.Event()  # set by the handler: Ray re-raises interrupts as plain KeyboardInterrupt
@@ -68,42 +75,121 @@ def _handle_sigterm() -> None:
 
 
 # Each frame and each window's audio is yielded as an object of its own, right after a small header
-# that says what it is. Objects a generator yields are owned by the caller (the driver), which reads
-# only the headers (small: inlined in Ray's reply) and hands the parts' REFS to the operator pools:
-# pixels and samples go decode -> object store -> pool actor -> object store -> backbone, and are
-# never fetched to the driver, even when the decode task runs on another machine of a cluster.
-# At most 16 objects (about 8 frames) wait unread per source: decode never runs far ahead of the driver.
+# that says what it is (pipeline/messages.py). Objects a generator yields are owned by the caller
+# (the driver), which reads only the headers (small: inlined in Ray's reply) and hands the parts'
+# REFS to the operator pools: pixels and samples go decode -> object store -> pool actor -> object
+# store -> backbone, and are never fetched to the driver, even when the decode task runs on another
+# machine of a cluster. At most 16 objects (about 8 frames) wait unread per source: decode never
+# runs far ahead of the driver.
 @ray.remote(num_cpus=1, max_retries=0, _generator_backpressure_num_objects=16)
 def decode_source(source: Source, cfg: RunConfig):
-    """Streams ('info', dict); then ('frame', k, frame_ms, decoded_at) + its FramePart,
-    ('audio', k) + its AudioPart, ('window', WindowSpec) as cut_windows makes them; then
-    ('end', stats) or ('error', reason)."""
+    """Streams Opened; then FrameHead + FramePart, AudioHead + AudioPart and WindowHead as
+    cut_windows makes them; then Finished or Failed."""
+    node = ray.get_runtime_context().get_node_id()
     try:
         read_timeout_s = cfg.stream_timeout_s if source.is_stream else 30.0
         with MediaReader(source.location, fps=cfg.fps, mode=cfg.decode_mode, read_timeout_s=read_timeout_s) as media:
-            info = media.info
-            yield ("info", {
-                "size_bytes": info.size_bytes, "duration_ms": info.duration_ms, "start_offset_ms": info.start_ms,
-                "container": info.container, "video_codec": info.video_codec, "audio_codec": info.audio_codec,
-                "width": info.width, "height": info.height, "fps": info.avg_fps,
-                "sample_rate_hz": info.sample_rate_hz, "channels": info.channels,
-            })
+            yield Opened(media.info, node)
             decoded_ms = 0  # how far the windows reach: a file cut short ends before its stated duration
             for part in cut_windows(media, source.id, window_s=cfg.window_s):
                 if isinstance(part, FramePart):
-                    yield ("frame", part.index, part.frame_ms, part.decoded_at)
+                    yield FrameHead(part.index, part.frame_ms, part.decoded_at)
                     yield part
                 elif isinstance(part, AudioPart):
-                    yield ("audio", part.index)
+                    yield AudioHead(part.index)
                     yield part
                 else:
                     decoded_ms = max(decoded_ms, part.span.end_ms)
-                    yield ("window", part)
-            yield ("end", {"corrupt_packets": media.stats.corrupt_packets, "errors": media.stats.errors, "decoded_ms": decoded_ms})
+                    yield WindowHead(part)
+            yield Finished(media.stats.corrupt_packets, tuple(media.stats.errors), decoded_ms)
     except DecodeError as exc:
-        yield ("error", exc.reason)
+        yield Failed(exc.reason, node)
     except Exception as exc:  # noqa: BLE001 - any other failure is this source's, not the run's
-        yield ("error", f"{type(exc).__name__}: {exc}")
+        yield Failed(f"{type(exc).__name__}: {exc}", node)
+
+
+def start_decode(source: Source, cfg: RunConfig):
+    """The decode task of ``source`` (its generator); stdin is read through a named pipe on this machine."""
+    options = {}
+    if source.location == "pipe:0":
+        from .sources import stdin_fifo
+
+        source, options = dataclasses.replace(source, location=stdin_fifo()), _on_this_node()
+    return decode_source.options(**options).remote(source, cfg)
+
+
+def cancel(task) -> None:
+    """Stop a decode task (a no-op when it has finished)."""
+    try:
+        ray.cancel(task, force=True)
+    except Exception:  # noqa: BLE001 - already finished
+        pass
+
+
+class DecodeFollower:
+    """Reads one decode generator in a driver thread. Headers are fetched, frames and audio are
+    not: their refs go to the operator pools, and the pools' result refs travel on to the
+    backbone in a WindowRefs. Files patchify a few frames per pool call; live frames go one by
+    one, at once (the backbone prefills each as it comes)."""
+
+    def __init__(self, pools: OperatorPools, put, window_ms: int, live: bool, attempt: int = 0):
+        self.pools, self.put, self.width, self.live, self.attempt = pools, put, window_ms, live, attempt
+        self.patches: dict[int, list] = defaultdict(list)  # window -> refs of lists of Patches, in frame order
+        self.frames: list = []  # refs of frames not yet sent to the pool, all of window frames_k
+        self.frames_k = -1
+        self.audio: dict[int, object] = {}
+        self.in_pool: deque = deque()  # (patchify call, frames): calls not yet known finished bound the frames in memory
+
+    def follow(self, gen, stopping, deadline: float | None) -> None:
+        """Until Finished or Failed (put on the feed); raises TimeoutError past ``deadline``
+        (monotonic) and RuntimeError when the stream stops early (its worker was lost)."""
+        items = iter(gen)
+        for ref in items:
+            if stopping.is_set():
+                return
+            head = ray.get(ref)  # a small header; the frame or samples after it are never fetched here
+            if isinstance(head, FrameHead):
+                self._frame(head, next(items))
+            elif isinstance(head, AudioHead):
+                self.audio[head.index] = self.pools.frame_audio(next(items))
+            elif isinstance(head, WindowHead):
+                self._window(head.spec)
+            else:  # Opened, Finished, Failed
+                self.put(head)
+                if isinstance(head, (Finished, Failed)):
+                    return
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("timed out")
+        if not stopping.is_set():
+            raise RuntimeError("the decode stream ended before the source did")
+
+    def _submit(self, refs: list):
+        call = self.pools.patchify(refs)
+        self.in_pool.append((call, len(refs)))
+        while sum(n for _, n in self.in_pool) > MAX_FRAMES_IN_POOL:
+            ray.wait([self.in_pool.popleft()[0]], fetch_local=False)
+        return call
+
+    def _flush(self) -> None:
+        if self.frames:
+            self.patches[self.frames_k].append(self._submit(self.frames))
+            self.frames = []
+
+    def _frame(self, head: FrameHead, frame_ref) -> None:
+        if self.live:
+            self.put(LiveFrame(head.index * self.width, head.frame_ms, self._submit([frame_ref]), head.decoded_at))
+            return
+        if head.index != self.frames_k:  # a new window's first frame can come before the last window's spec
+            self._flush()
+            self.frames_k = head.index
+        self.frames.append(frame_ref)
+        if len(self.frames) == FRAMES_PER_CALL:
+            self._flush()
+
+    def _window(self, spec: WindowSpec) -> None:
+        if self.frames_k == spec.index:
+            self._flush()
+        self.put(WindowRefs(spec, tuple(self.patches.pop(spec.index, [])), self.audio.pop(spec.index, None), self.attempt))
 
 
 # The operator pools hold no CPU reservation (num_cpus=0, as Ray's default for a running actor):
@@ -175,12 +261,12 @@ class BackboneActor:
             self.backbone = load_backbone(cfg.model, device=cfg.device, dtype=cfg.dtype)
             self.runner = Runner(self.backbone, max_new_tokens=cfg.max_new_tokens)
 
-    def analyse(self, specs: list[WindowSpec], *arrays):
-        """``arrays``: for each spec in order, its lists of patches (from the patchify pool; one
-        patch per frame in all) then its audio frames (if any)."""
+    def analyse(self, specs: list[WindowSpec], layout: list[tuple[int, bool]], *arrays):
+        """``arrays``: for each spec in order, ``layout[i][0]`` lists of patches (from the
+        patchify pool, frame order), then its audio frames if ``layout[i][1]``."""
         from onepass.model.analyse import analyse
 
-        return analyse(self.runner, assemble(specs, arrays), self.tasks)
+        return analyse(self.runner, assemble(specs, layout, arrays), self.tasks)
 
     def stream_frame(self, source_id: str, window_start_ms: int, frame_ms: int, patches: list, has_audio: bool) -> None:
         """Prefill a live frame into its window's cache as soon as it is decoded."""
@@ -207,34 +293,68 @@ class BackboneActor:
         return self.runner.stats.line() if self.runner is not None else "backbone: not loaded (no task asked for)"
 
 
-def assemble(specs: list[WindowSpec], arrays) -> list:
-    """Windows from their specs and the resolved pool results, in the order the driver sends them:
-    per window, lists of patches until its frames are covered, then its audio frames if any."""
+def assemble(specs: list[WindowSpec], layout: list[tuple[int, bool]], arrays) -> list:
+    """Windows from their specs and the resolved pool results, laid out as WindowRefs.layout says."""
+    if len(specs) != len(layout) or sum(n + a for n, a in layout) != len(arrays):
+        raise ValueError(f"{len(arrays)} arrays do not match the layout of {len(specs)} windows")
     windows, pos = [], 0
-    for spec in specs:
-        patches: list = []
-        while len(patches) < len(spec.frame_ms):
-            patches += arrays[pos]
-            pos += 1
+    for spec, (n_lists, has_audio) in zip(specs, layout):
+        patches = [p for lst in arrays[pos:pos + n_lists] for p in lst]
+        pos += n_lists
         audio = None
-        if spec.audio_frames:
+        if has_audio:
             audio, pos = arrays[pos], pos + 1
         windows.append(spec.window(tuple(patches), audio))
-    if pos != len(arrays):
-        raise ValueError(f"{len(arrays) - pos} arrays left over after {len(specs)} windows")
     return windows
 
 
-def on_this_node() -> dict:
+def _on_this_node() -> dict:
     """Task options that pin a task to the driver's machine (a decoder reading a local pipe)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)}
 
 
-def start_backbones(cfg: RunConfig) -> list:
-    """One backbone actor per GPU of the cluster (``num_gpus=1`` each), else one on the CPU."""
-    gpus = int(ray.cluster_resources().get("GPU", 0)) if cfg.device in (None, "cuda") else 0
-    if gpus:
-        return [BackboneActor.options(num_gpus=1).remote(cfg) for _ in range(gpus)]
-    return [BackboneActor.remote(cfg)]
+class BackboneCall:
+    """Batches in flight, one per backbone actor; ``ready()`` does not block."""
+
+    def __init__(self, refs: list, windows: list[list[WindowRefs]]):
+        self.refs, self.windows = refs, windows
+
+    def ready(self) -> bool:
+        done, _ = ray.wait(self.refs, num_returns=len(self.refs), timeout=0, fetch_local=False)
+        return len(done) == len(self.refs)
+
+    def results(self) -> list[tuple[WindowRefs, object]]:
+        """(the window sent, its WindowResult), in the order sent; blocks until all are back."""
+        return [(w, r) for ws, rs in zip(self.windows, ray.get(self.refs)) for w, r in zip(ws, rs, strict=True)]
+
+
+class Backbones:
+    """The backbone actors: one per GPU of the cluster (``num_gpus=1`` each), else one on the CPU.
+    Live streams keep their KV caches on the first."""
+
+    def __init__(self, cfg: RunConfig):
+        gpus = int(ray.cluster_resources().get("GPU", 0)) if cfg.device in (None, "cuda") else 0
+        self.actors = [BackboneActor.options(num_gpus=1).remote(cfg) for _ in range(gpus)] if gpus else [BackboneActor.remote(cfg)]
+
+    def submit(self, windows: list[WindowRefs]) -> BackboneCall:
+        """One batch per actor, run side by side. The arrays go as top-level ObjectRef arguments:
+        Ray hands each actor the pools' results straight from the object store."""
+        refs, parts = [], []
+        n = len(self.actors)
+        for actor, part in zip(self.actors, (windows[i::n] for i in range(n))):
+            if part:
+                refs.append(actor.analyse.remote([w.spec for w in part], [w.layout for w in part], *[r for w in part for r in w.refs]))
+                parts.append(part)
+        return BackboneCall(refs, parts)
+
+    def stream_frame(self, source_id: str, frame: LiveFrame, has_audio: bool) -> None:
+        self.actors[0].stream_frame.remote(source_id, frame.window_start_ms, frame.frame_ms, frame.patches, has_audio)
+
+    def stream_window(self, window: WindowRefs):
+        """A live window's result (blocks: live windows are committed one by one, in order)."""
+        return ray.get(self.actors[0].stream_window.remote(window.spec, *([window.audio] if window.audio is not None else [])))
+
+    def throughput(self) -> str:
+        return ray.get(self.actors[0].throughput.remote())

@@ -243,21 +243,31 @@ def _source_page(con, src: dict, out_dir: Path, fps: float) -> tuple[str, dict]:
     p.append(f"<h2>Kept frames ({len(frames)})</h2><div class='strip' id='strip'>" + "".join(
         f"<img loading='lazy' data-ms='{f['ms']}' src='{e(f['img'])}' title='{_clock(f['ms'])} {e(f['caption'])}'>"
         for f in frames if f["img"]) + "</div>")
-    if answers:
-        flagged = sum(is_flagged(t) for *_, t in answers)
-        p.append(f"<h2>Answers ({flagged} flagged of {len(answers)})</h2>"
-                 "<label><input type='checkbox' id='only-flagged'> only flagged windows</label><div id='answers'>")
-        for a, b, question, text in answers:
-            f = next((x for x in reversed(frames) if x["ms"] <= a and x["img"]), frames[0] if frames and frames[0]["img"] else None)
-            img = f"<img data-ms='{f['ms']}' src='{e(f['img'])}'>" if f else ""
-            p.append(f"<div class='answer{' flagged' if is_flagged(text) else ''}' data-start='{a}'>{img}<div>"
-                     f"<span class='time'>{_clock(a)}&ndash;{_clock(b)}</span><i>{e(question)}</i><br>{e(text)}</div></div>")
-        p.append("</div>")
-    meta = [(k, src.get(k)) for k in ("source_id", "path", "status", "error", "duration_ms", "container", "video_codec", "audio_codec",
-                                      "width", "height", "fps", "sample_rate_hz", "channels", "windows", "corrupt_packets", "model")]
+    p.append(_answers_html(answers, frames))
+    hidden = {"content_fingerprint", "config_fingerprint"}  # every other column of the sources row, in table order
     p.append("<h2>Metadata</h2><table id='metadata'>" + "".join(
-        f"<tr><td>{k}</td><td>{e(str(v))}</td></tr>" for k, v in meta if v is not None) + "</table></body></html>")
+        f"<tr><td>{k}</td><td>{e(str(v))}</td></tr>" for k, v in src.items() if v is not None and k not in hidden) + "</table></body></html>")
+    return "".join(p), _summary(captions, transcript, turns, answers, speakers)
 
+
+def _answers_html(answers: list[tuple], frames: list[dict]) -> str:
+    """The answers, each beside the frame shown when its window starts; flagged ones marked."""
+    if not answers:
+        return ""
+    e = html.escape
+    flagged = sum(is_flagged(t) for *_, t in answers)
+    p = [f"<h2>Answers ({flagged} flagged of {len(answers)})</h2>"
+         "<label><input type='checkbox' id='only-flagged'> only flagged windows</label><div id='answers'>"]
+    for a, b, question, text in answers:
+        f = next((x for x in reversed(frames) if x["ms"] <= a and x["img"]), frames[0] if frames and frames[0]["img"] else None)
+        img = f"<img data-ms='{f['ms']}' src='{e(f['img'])}'>" if f else ""
+        p.append(f"<div class='answer{' flagged' if is_flagged(text) else ''}' data-start='{a}'>{img}<div>"
+                 f"<span class='time'>{_clock(a)}&ndash;{_clock(b)}</span><i>{e(question)}</i><br>{e(text)}</div></div>")
+    return "".join(p) + "</div>"
+
+
+def _summary(captions: dict, transcript: list, turns: list, answers: list, speakers: list) -> dict:
+    """The index page's figures of one source, and its rows for the search box."""
     words = sum(len(t.split()) for *_, t in transcript)
     talk: dict[str, int] = {}
     for a, b, s in turns:
@@ -267,7 +277,7 @@ def _source_page(con, src: dict, out_dir: Path, fps: float) -> tuple[str, dict]:
     search_rows = [{"kind": "said", "ms": a, "text": f"{s + ': ' if s else ''}{t}"} for a, _, s, t in transcript]
     search_rows += [{"kind": "seen", "ms": t, "text": c} for t, c in sorted(captions.items())]
     search_rows += [{"kind": "answer", "ms": a, "text": f"{q}: {t}"} for a, _, q, t in answers]
-    return "".join(p), {"figures": figures, "search": search_rows, "answers": answers}
+    return {"figures": figures, "search": search_rows, "answers": answers}
 
 
 def _is_stream(src: dict) -> bool:

@@ -14,15 +14,17 @@ RTTM) share one small interface: ``extension`` and ``write(rows, file)``.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import uuid
+from collections import defaultdict
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["SCHEMAS", "TABLES", "commit_source", "read_committed", "WRITERS"]
+__all__ = ["SCHEMAS", "TABLES", "source_row", "result_rows", "commit_source", "read_committed", "connect", "WRITERS"]
 
 SCHEMAS: dict[str, pa.Schema] = {
     "sources": pa.schema([
@@ -33,6 +35,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("status", pa.string()), ("error", pa.string()), ("windows", pa.int32()),
         ("corrupt_packets", pa.int64()), ("content_fingerprint", pa.string()), ("config_fingerprint", pa.string()),
         ("model", pa.string()), ("processed_at", pa.timestamp("ms")),  # UTC (naive: readers need no tz database)
+        ("decode_node", pa.string()),  # the Ray node id that decoded the source
     ]),
     "captions": pa.schema([("source_id", pa.string()), ("start_ms", pa.int64()), ("end_ms", pa.int64()),
                            ("frame_ms", pa.int64()), ("text", pa.string())]),
@@ -45,6 +48,41 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 TABLES = tuple(SCHEMAS)
 FILE_OF = {"sources": "source.parquet", **{t: f"{t}.parquet" for t in TABLES if t != "sources"}}
+
+
+def source_row(source_id: str, path: str, info, *, status: str, error: str | None, windows: int,
+               corrupt_packets: int = 0, content_fingerprint: str | None = None, config_fingerprint: str,
+               model: str, decode_node: str | None = None) -> dict:
+    """The one mapping from a source's header (operators.decode.SourceInfo, or None when it never
+    opened) and its outcome to its ``sources`` row."""
+    return dict(
+        source_id=source_id, path=path, size_bytes=getattr(info, "size_bytes", None),
+        duration_ms=getattr(info, "duration_ms", None), start_offset_ms=getattr(info, "start_ms", None),
+        container=getattr(info, "container", None), video_codec=getattr(info, "video_codec", None),
+        audio_codec=getattr(info, "audio_codec", None), width=getattr(info, "width", None), height=getattr(info, "height", None),
+        fps=getattr(info, "avg_fps", None), sample_rate_hz=getattr(info, "sample_rate_hz", None), channels=getattr(info, "channels", None),
+        status=status, error=error, windows=windows, corrupt_packets=corrupt_packets,
+        content_fingerprint=content_fingerprint, config_fingerprint=config_fingerprint, model=model,
+        processed_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), decode_node=decode_node,
+    )
+
+
+def result_rows(source_id: str, results, turns) -> dict[str, list[dict]]:
+    """Rows of the captions, transcripts, answers and speakers tables from a source's
+    WindowResults and its speaker turns (each transcript segment takes its turn's speaker)."""
+    from onepass.model.speakers import label_segments
+
+    rows: dict[str, list[dict]] = defaultdict(list)
+    for res in results:
+        for c in res.captions:
+            rows["captions"].append(dict(source_id=source_id, start_ms=c.span.start_ms, end_ms=c.span.end_ms, frame_ms=c.frame_ms, text=c.text))
+        for s in label_segments(list(res.segments), turns):
+            rows["transcripts"].append(dict(source_id=source_id, start_ms=s.span.start_ms, end_ms=s.span.end_ms, speaker=s.speaker, text=s.text))
+        for a in res.answers:
+            rows["answers"].append(dict(source_id=source_id, start_ms=a.span.start_ms, end_ms=a.span.end_ms, question=a.question, text=a.text))
+    for t in turns:
+        rows["speakers"].append(dict(source_id=source_id, start_ms=t.span.start_ms, end_ms=t.span.end_ms, speaker=t.speaker))
+    return rows
 
 
 def table_glob(out: Path, table: str) -> str:

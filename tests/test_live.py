@@ -105,7 +105,8 @@ def test_udp_stream_ends_after_the_idle_timeout(ts_clip, tmp_path, tiny_model):
     # worth lost under a competing training run), so one window may be missing, never more
     assert rows[0][0] == "ok" and rows[0][1] in (2, 3), rows
     ends = q(f"SELECT max(end_ms) FROM read_parquet('{out}/sources/*/speakers.parquet')").fetchone()[0]
-    assert 8000 <= ends <= 12100  # UDP drops datagrams when the receiver is busy: most of the 12 s, not all
+    # speaker turns reach into the last committed window (a lost window is a lost 4 s, not more)
+    assert 4000 * (rows[0][1] - 1) < ends <= 12100, (ends, rows)
 
 
 def test_hls_playlist_over_http(ts_clip, tmp_path, tiny_model):

@@ -37,9 +37,11 @@ def test_exit_code_and_error_row(run_once):
     out, first, _, _ = run_once
     assert first.exit_code == 1, first.output
     con = duckdb.connect()
-    rows = con.execute(f"SELECT path, status, error, windows FROM read_parquet('{out}/sources/*/source.parquet') ORDER BY path").fetchall()
+    rows = con.execute(f"SELECT path, status, error, windows, decode_node FROM read_parquet('{out}/sources/*/source.parquet') ORDER BY path").fetchall()
     assert [r[1] for r in rows] == ["ok", "error"]
     assert rows[0][3] == 3 and "broken.mp4" in rows[1][0] and rows[1][2]
+    # where each file was decoded: the Ray node id (56 hex digits) of the task that opened it
+    assert re.fullmatch(r"[0-9a-f]{56}", rows[0][4]) and re.fullmatch(r"[0-9a-f]{56}", rows[1][4]), rows
 
 
 def _in_process(run_once, tiny_model):

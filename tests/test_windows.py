@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from fractions import Fraction
 from types import SimpleNamespace
@@ -127,26 +128,26 @@ def test_ray_pools_deliver_the_same_windows_as_in_process(clip, tmp_path, monkey
     import ray
 
     from onepass.pipeline.config import RunConfig
-    from onepass.pipeline.ray_stages import OperatorPools, assemble, decode_source, start_ray
-    from onepass.pipeline.run import Pipeline, SourceState
+    from onepass.pipeline.messages import Finished, Opened, WindowRefs
+    from onepass.pipeline.ray_stages import DecodeFollower, OperatorPools, assemble, start_decode, start_ray
     from onepass.pipeline.sources import Source
 
     start_ray(None)
     cfg = RunConfig(output=tmp_path, window_s=5, patch_actors=2)
     pools = OperatorPools(cfg)
-    state = SourceState(Source(id="c", location=str(clip)))
     feed: queue.Queue = queue.Queue()
     fetched, real_get = [], ray.get
     monkeypatch.setattr(ray, "get", lambda ref, **kw: fetched.append(real_get(ref, **kw)) or fetched[-1])
-    Pipeline(cfg)._follow(decode_source.remote(state.source, cfg), state, pools, feed.put, time.monotonic())
+    task = start_decode(Source(id="c", location=str(clip)), cfg)
+    DecodeFollower(pools, feed.put, 5000, live=False).follow(task, threading.Event(), time.monotonic() + 600)
     monkeypatch.setattr(ray, "get", real_get)
     assert fetched and not any(isinstance(x, (FramePart, AudioPart)) for x in fetched)
+    messages = [feed.get() for _ in range(feed.qsize())]
+    assert isinstance(messages[0], Opened) and isinstance(messages[-1], Finished)
     got = []
-    while not feed.empty():
-        kind, sid, payload = feed.get()
-        if kind == "window":
-            spec, refs = payload
-            got += assemble([spec], ray.get(refs))
+    for m in messages:
+        if isinstance(m, WindowRefs):
+            got += assemble([m.spec], [m.layout], ray.get(m.refs))
     with MediaReader(clip) as media:
         want = list(iter_windows(media, "c", window_s=5))
     assert len(got) == len(want) == 3

@@ -1,0 +1,47 @@
+"""Windows from all sources into the backbone, in batches, with one call in flight: while the
+backbone analyses a batch, the driver keeps reading decode messages, fills the next batch and
+commits finished sources."""
+
+from __future__ import annotations
+
+from .messages import WindowRefs
+
+__all__ = ["Batcher"]
+
+
+class Batcher:
+    def __init__(self, backbones, batch_windows: int):
+        self.backbones = backbones
+        self.size = batch_windows * len(backbones.actors)  # a batch for each actor
+        self.pending: list[WindowRefs] = []
+        self.call = None  # the BackboneCall in flight
+
+    def add(self, window: WindowRefs) -> None:
+        self.pending.append(window)
+
+    def drop(self, source_id: str) -> None:
+        """A source starts over: its windows not yet sent are dropped (results in flight are
+        dropped by attempt when they come back)."""
+        self.pending = [w for w in self.pending if w.spec.source_id != source_id]
+
+    def holds(self, source_id: str) -> bool:
+        """Whether a window of ``source_id`` waits here or is in flight."""
+        inflight = self.call.windows if self.call is not None else []
+        return any(w.spec.source_id == source_id for w in self.pending) or \
+            any(w.spec.source_id == source_id for part in inflight for w in part)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.pending) or self.call is not None
+
+    def pump(self, idle: bool = False) -> list:
+        """Collect the call in flight if it is back (never waits for it), then send the next batch
+        if one is full, or whatever waits when the feed is ``idle``. Returns the
+        [(WindowRefs, WindowResult)] that came back."""
+        back = []
+        if self.call is not None and self.call.ready():
+            back, self.call = self.call.results(), None
+        if self.call is None and self.pending and (idle or len(self.pending) >= self.size):
+            batch, self.pending = self.pending[:self.size], self.pending[self.size:]
+            self.call = self.backbones.submit(batch)
+        return back
