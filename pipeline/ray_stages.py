@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import threading
 import time
 import warnings
@@ -41,19 +42,27 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
     Afterwards SIGTERM stops the driver as Ctrl-C does (Ray's own handler would dump a stack)."""
     if ray.is_initialized():
         return
+    from ray._private import ray_constants
+
     if address:
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
+        host = address.rsplit(":", 1)[0].removeprefix("ray://").strip("[]")
+        local = {}
+        if host in ("127.0.0.1", "localhost", "::1"):
+            # a cluster whose head serves on loopback (nodes on this machine): Ray would otherwise
+            # swap 127.0.0.1 for the machine's reachable IP, where nothing listens
+            ray_constants.ENABLE_RAY_CLUSTER = False
+            local = {"_node_ip_address": "127.0.0.1"}
+        ray.init(address=address, log_to_driver=False, configure_logging=False, **local)
         _handle_sigterm()
         return
-    from ray._private import ray_constants
     from ray._private.authentication.authentication_utils import is_token_auth_enabled
 
     if not is_token_auth_enabled():  # Ray reads RAY_AUTH_MODE once, when first imported
         raise RuntimeError("Ray was imported before onepass set up its local token authentication: call "
                            "onepass.pipeline.ray_env.local_ray_env() before the first `import ray` (the onepass CLI does)")
-    # what RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 sets when read at import (Ray may be imported earlier)
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    ray_constants.ENABLE_RAY_CLUSTER = False  # what RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 sets when read at import (Ray may be imported earlier)
     ray.init(
+        address="local",  # a private instance: never a cluster that `ray start` left on this machine (Ray would join it)
         _node_ip_address="127.0.0.1",
         include_dashboard=False,
         num_cpus=num_cpus,
@@ -85,7 +94,13 @@ def _handle_sigterm() -> None:
 def decode_source(source: Source, cfg: RunConfig):
     """Streams Opened; then FrameHead + FramePart, AudioHead + AudioPart and WindowHead as
     cut_windows makes them; then Finished or Failed."""
-    node = ray.get_runtime_context().get_node_id()
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    if not source.is_stream and "://" not in source.location and not os.path.exists(source.location):
+        # the driver saw the file; this node does not: inputs are read where they are decoded
+        where = f"Ray node {node} ({ray.util.get_node_ip_address()})" if node else "the decoding machine"
+        yield Failed(f"{source.location} does not exist on {where}: on a cluster every node must see the inputs "
+                     "at the same path (a shared mount)", node)
+        return
     try:
         read_timeout_s = cfg.stream_timeout_s if source.is_stream else 30.0
         with MediaReader(source.location, fps=cfg.fps, mode=cfg.decode_mode, read_timeout_s=read_timeout_s) as media:

@@ -56,7 +56,8 @@ def inputs(tmp_path_factory):
 def run_cli(inputs: Path, out: Path, model: Path, *extra, env=None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "onepass.pipeline.cli", "run", str(inputs), "-o", str(out), "--model", str(model),
                              "--window-s", "4", "--tasks", "captions,transcript,diarization", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)  # its own process group: the local Ray it starts can be cleaned up alone
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +128,11 @@ def test_interrupted_driver_then_rerun_equals_a_clean_run(inputs, clean, tmp_pat
     assert committed(out)
     os.kill(proc.pid, sig)
     log = proc.communicate(timeout=120)[0]
-    subprocess.run(["ray", "stop", "--force"], capture_output=True) if sig == signal.SIGKILL else None
+    if sig == signal.SIGKILL:  # the killed driver's own Ray (GCS, raylet) is left: stop it, and only it (not `ray stop`)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -9}[sig], log
     if sig != signal.SIGKILL:  # prompt and tidy: the summary says what was committed, no signal dump
         assert ("terminated (SIGTERM)" if sig == signal.SIGTERM else "interrupted:") in log and "received" not in log, log
