@@ -281,6 +281,76 @@ class MediaReader:
                 self.stats.audio_samples += len(chunk.samples)
                 yield chunk
 
+    def video_origin(self) -> Fraction | None:
+        """``t_0``: the time (s, from the source's origin) of the first decoded video frame, the
+        origin of the sampling grid. Decodes from the start until that frame; use a reader of its own."""
+        if self._video is None:
+            return None
+        for packet in self._container.demux(self._video):
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                continue
+            for frame in frames:
+                if frame.pts is not None:
+                    return Fraction(frame.pts) * frame.time_base - Fraction(self.info.start_ms, 1000)
+        return None
+
+    def video_segment(self, start_ms: int, end_ms: int | None, t0: Fraction) -> Iterator[VideoFrame]:
+        """Exactly the frames :meth:`items` keeps whose ``frame_ms`` lies in [start_ms, end_ms), but
+        decoded from a keyframe before ``start_ms`` instead of from the start, so that segments of
+        one file can be decoded side by side (``t0``: :meth:`video_origin`).
+
+        Why it is exact: after any frame it keeps, the picker waits for the first instant after
+        that frame, whatever came before. The segment's picker keeps the first frame it decodes
+        (before ``start_ms``: the seek lands on a keyframe at least 2 s earlier; if the container
+        seeks too late it seeks earlier still, down to the start), and from there it is in step
+        with a pass from the start; every frame after the keyframe decodes the same. ``end_ms``
+        None: to the end."""
+        if self._video is None:
+            return
+        end_ms = math.inf if end_ms is None else end_ms
+        margin_ms, fresh = 2000, True
+        while True:
+            target_ms = start_ms - margin_ms
+            if target_ms > 0:
+                self._container.seek(int((target_ms + self.info.start_ms) * 1000), backward=True, any_frame=False)
+            elif not fresh:
+                self._container.seek(0)  # from the start, as items() reads it
+            done = yield from self._segment_from_here(start_ms, end_ms, t0, must_start_before=target_ms > 0)
+            if done:
+                return
+            margin_ms, fresh = margin_ms * 4, False  # the seek landed at or after start_ms: go further back
+
+    def _segment_from_here(self, start_ms: int, end_ms: int, t0: Fraction, must_start_before: bool):
+        picker = _FramePicker(self.fps, self.info.start_ms)
+        first = True
+        for packet in self._container.demux(self._video):
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                self.stats.corrupt_packets += 1
+                continue
+            for frame in frames:
+                if frame.pts is None:
+                    continue
+                t_s = Fraction(frame.pts) * frame.time_base - picker.origin_s
+                t_ms = ms_from_pts(frame.pts, frame.time_base) - int(picker.origin_s * 1000)
+                if first:
+                    if must_start_before and t_ms >= start_ms:
+                        self._video.codec_context.flush_buffers()
+                        return False
+                    k = max(0, math.floor((t_s - t0) / picker.step_s))  # the instant at or before it: it is kept
+                    picker.k, picker.next_s, first = k, t0 + k * picker.step_s, False
+                if t_ms >= end_ms:
+                    return True
+                self.stats.video_frames_decoded += 1
+                kept = picker.offer(frame)
+                if kept is not None and kept.frame_ms >= start_ms:
+                    self.stats.frames_kept += 1
+                    yield kept
+        return True
+
     def close(self) -> None:
         self._container.close()
 

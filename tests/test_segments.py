@@ -1,0 +1,77 @@
+"""Segment decode (MediaReader.video_segment): the frames kept by decoding a file in segments,
+each from a keyframe before its start, are exactly those of one pass from the start: same
+frames, same times, same sampling indices, same pixels; over B-frames, HEVC, VFR, a late first
+pts and an AVI, in both decode modes."""
+
+import subprocess
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from conftest import tool
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from onepass.operators.decode import MediaReader, VideoFrame
+from synth import write_clip
+
+_VIDEO = ["-f", "lavfi", "-i", "testsrc2=size=320x180:rate={rate}:duration=14"]
+_AUDIO = ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=14"]
+VARIANTS = {
+    "h264_bframes.mp4": (25, ["-c:v", "libx264", "-bf", "3", "-g", "30", "-c:a", "aac"]),
+    "hevc_bframes.mp4": (30, ["-c:v", "libx265", "-x265-params", "log-level=error:bframes=4:keyint=45", "-tag:v", "hvc1", "-c:a", "aac"]),
+    "mpeg2_late_start.mpg": (25, ["-c:v", "mpeg2video", "-g", "25", "-c:a", "mp2", "-output_ts_offset", "2.5"]),
+    "mpeg4_ntsc.avi": (Fraction(30000, 1001), ["-c:v", "mpeg4", "-g", "40", "-c:a", "mp3"]),
+}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("segments")
+    for name, (rate, codec) in VARIANTS.items():
+        subprocess.run([tool("ffmpeg"), "-v", "error", "-y", *[x.format(rate=rate) for x in _VIDEO], *_AUDIO, *codec,
+                        "-shortest", str(folder / name)], check=True)
+    # variable frame rate: gaps, bursts, a 3 s hole; B-frames, a keyframe every 20 frames
+    rng = np.random.default_rng(5)
+    ticks = np.cumsum(rng.choice([20, 33, 40, 90, 250], size=220, p=[0.3, 0.3, 0.2, 0.15, 0.05]))
+    ticks[120:] += 3000
+    write_clip(folder / "vfr_gaps.mp4", [int(t) for t in ticks], Fraction(1, 1000), gop=20)
+    return folder
+
+
+def sequential(path, mode) -> list[VideoFrame]:
+    with MediaReader(path, mode=mode, audio=False) as media:
+        return [x for x in media.items() if isinstance(x, VideoFrame)]
+
+
+def segmented(path, mode, bounds: list[int]) -> list[VideoFrame]:
+    with MediaReader(path, mode=mode, audio=False) as media:
+        t0 = media.video_origin()
+    out = []
+    edges = [0, *bounds, None]
+    for a, b in zip(edges, edges[1:]):
+        with MediaReader(path, mode=mode, audio=False) as media:  # a reader per segment, as a worker would
+            out += list(media.video_segment(a, b, t0))
+    return out
+
+
+def same(got: list[VideoFrame], want: list[VideoFrame]) -> None:
+    assert [(f.frame_ms, f.index) for f in got] == [(f.frame_ms, f.index) for f in want]
+    assert all(np.array_equal(g.rgb, w.rgb) for g, w in zip(got, want))
+
+
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_segments_at_window_edges_equal_one_pass(clips, mode):
+    for path in sorted(clips.iterdir()):
+        want = sequential(path, mode)
+        assert len(want) >= 10, path.name
+        for bounds in ([5000], [3000, 6000, 9000, 12000], [1000, 10000]):
+            same(segmented(path, mode, bounds), want)
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=17000), min_size=1, max_size=4, unique=True), st.sampled_from(["fast", "exact"]),
+       st.sampled_from(sorted(VARIANTS) + ["vfr_gaps.mp4"]))
+def test_segments_at_any_cut_equal_one_pass(clips, bounds, mode, name):
+    path = clips / name
+    same(segmented(path, mode, sorted(bounds)), sequential(path, mode))
