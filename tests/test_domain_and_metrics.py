@@ -155,6 +155,16 @@ def test_training_resumes_exactly_and_exports_a_loadable_checkpoint(tmp_path):
             assert all(map(torch.equal, a_, b_)) if isinstance(a_, list) else torch.equal(a_, b_), (step, kind, k)
     log = [json.loads(line) for line in (a / "log.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in log if "stage" in r] == ["A"]  # step 1 is logged; 10, 20... thereafter
+    # the front-end loss (layer 0's audio states read out as log-mel bands by a training-only head):
+    # logged, its head checkpointed and resumed beside the optimizer, and never exported
+    m = tmp_path / "m"
+    assert _train(["--out", str(m), "--max-steps", "1", "--w-mel", "1.0"] + tiny) == 0
+    assert "u_mel" in json.loads((m / "log.jsonl").read_text().splitlines()[0]) and (m / "ckpt" / "heads.safetensors").exists()
+    assert _train(["--out", str(m), "--max-steps", "2"] + tiny) == 0  # resumes with its head (w_mel kept from the checkpoint)
+    from safetensors import safe_open
+
+    with safe_open(str(m / "export" / "model.safetensors"), "pt") as f:
+        assert not any("mel" in k for k in f.keys())
     evals = [r["eval"] for r in log if "eval" in r]
     assert evals and {"utt_wer", "frame_exact", "swap_audio", "swap_frames", "win_wer", "win_caption_exact"} <= evals[0].keys()
     bb = load_backbone(a / "export", device="cpu")

@@ -74,6 +74,8 @@ class Recipe:
     w_ctc: float = 0.5
     w_cells: float = 0.5
     w_time: float = 0.2
+    w_mel: float = 0.0  # front-end loss: layer mel_layer's audio states predict the frame's log-mel bands
+    mel_layer: int = 0
     seed: int = 0
 
     def stage(self, step: int) -> str:
@@ -146,30 +148,50 @@ def _cap(model, logits: torch.Tensor) -> torch.Tensor:
     return cap * torch.tanh(logits / cap) if cap else logits
 
 
-def forward(model, batch: dict, mid_layer: int | None = None):
-    """Model forward on one collated sub-batch: (logits [B, L, V], middle-layer hidden or None)."""
+def forward(model, batch: dict, mid_layer: int | None = None, mel_layer: int | None = None):
+    """Model forward on one collated sub-batch: (logits [B, L, V], {layer: hidden} of the layers asked for)."""
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "mm_token_type_ids", "input_features",
                                      "input_features_mask", "video_position_ids", "num_frames_per_video") if k in batch}
     if "pixel_u8" in batch:
         inputs["pixel_values_videos"] = batch["pixel_u8"].float() / 255.0  # the video processor's x/255
-    captured = {}
-    hook = None
-    if mid_layer is not None:
-        def grab(_m, _i, out):
-            captured["h"] = out[0] if isinstance(out, tuple) else out
-        hook = model.model.language_model.layers[mid_layer].register_forward_hook(grab)
+    captured: dict[int, torch.Tensor] = {}
+    hooks = []
+    for layer in {mid_layer, mel_layer} - {None}:
+        def grab(_m, _i, out, layer=layer):
+            captured[layer] = out[0] if isinstance(out, tuple) else out
+        hooks.append(model.model.language_model.layers[layer].register_forward_hook(grab))
     try:
         out = model(**inputs, return_dict=True)
     finally:
-        if hook is not None:
+        for hook in hooks:
             hook.remove()
-    return out.logits, captured.get("h")
+    return out.logits, captured
 
 
-def step_losses(model, batch: dict, recipe: Recipe) -> dict[str, torch.Tensor]:
-    """Target LM loss and the auxiliary losses of one sub-batch."""
+_MEL_BANDS = 64
+
+
+def log_mel(frames: torch.Tensor) -> torch.Tensor:
+    """[N, 640] audio frames -> [N, 64] log band energies (Hann window, mel-spaced bands 60 Hz -
+    7.6 kHz), normalised per frame (zero mean, unit variance): the target of the front-end loss."""
+    frames = frames.float()
+    frames = frames / torch.sqrt(frames.pow(2).mean(-1, keepdim=True) + 1e-6)  # as the embedder's norm
+    power = torch.fft.rfft(frames * torch.hann_window(frames.shape[-1], periodic=False), dim=-1).abs().pow(2)
+    mel = np.linspace(2595 * np.log10(1 + 60 / 700), 2595 * np.log10(1 + 7600 / 700), _MEL_BANDS + 2)
+    edges = 700 * (10 ** (mel / 2595) - 1) / (16000 / frames.shape[-1])  # in rfft bins
+    bins = np.arange(power.shape[-1])
+    fb = np.maximum(0, np.minimum((bins[None] - edges[:-2, None]) / (edges[1:-1, None] - edges[:-2, None]),
+                                  (edges[2:, None] - bins[None]) / (edges[2:, None] - edges[1:-1, None])))
+    logm = torch.log(power @ torch.from_numpy(fb.T).float() + 1e-4)
+    return (logm - logm.mean(-1, keepdim=True)) / (logm.std(-1, keepdim=True) + 1e-4)
+
+
+def step_losses(model, batch: dict, recipe: Recipe, heads=None) -> dict[str, torch.Tensor]:
+    """Target LM loss and the auxiliary losses of one sub-batch (``heads``: the training-only heads)."""
     mid = len(model.model.language_model.layers) // 2 - 1
-    logits, hidden_mid = forward(model, batch, mid if "audio_time" in batch else None)
+    audio = "audio_time" in batch
+    mel = audio and recipe.w_mel > 0 and heads is not None
+    logits, hidden = forward(model, batch, mid if audio else None, recipe.mel_layer if mel else None)
     labels = batch["labels"]
     lm = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
     losses = {"lm": lm}
@@ -194,13 +216,16 @@ def step_losses(model, batch: dict, recipe: Recipe) -> dict[str, torch.Tensor]:
                                        torch.tensor([targets[i].numel() for i in keep]), blank=0, reduction="sum",
                                        zero_infinity=True) / lens[keep].sum()
         norm = model.model.language_model.norm
-        t_logp = _cap(model, model.lm_head(norm(hidden_mid[amask]))).float().log_softmax(-1)
+        t_logp = _cap(model, model.lm_head(norm(hidden[mid][amask]))).float().log_softmax(-1)
         losses["time"] = -t_logp.gather(1, batch["audio_time"]).mean()
+        if mel:
+            target = log_mel(batch["input_features"][batch["input_features_mask"]])
+            losses["mel"] = F.mse_loss(heads["mel"](hidden[recipe.mel_layer][amask].float()), target)
     return losses
 
 
 def total(losses: dict[str, torch.Tensor], recipe: Recipe) -> torch.Tensor:
-    w = {"lm": 1.0, "ctc": recipe.w_ctc, "cells": recipe.w_cells, "time": recipe.w_time}
+    w = {"lm": 1.0, "ctc": recipe.w_ctc, "cells": recipe.w_cells, "time": recipe.w_time, "mel": recipe.w_mel}
     return sum(w[k] * v for k, v in losses.items())
 
 
@@ -266,10 +291,20 @@ def make_builder(model_dir: Path):
 
 
 # -- checkpoints ----------------------------------------------------------------------------------
-def save(ckpt: Path, model, ema, opt, step: int, recipe: Recipe, spent_s: float) -> None:
+def make_heads(recipe: Recipe, model):
+    """Training-only heads (not exported): the front-end loss's linear read-out of log-mel bands."""
+    if recipe.w_mel <= 0:
+        return None
+    return torch.nn.ModuleDict({"mel": torch.nn.Linear(model.config.get_text_config().hidden_size, _MEL_BANDS)})
+
+
+def save(ckpt: Path, model, ema, opt, step: int, recipe: Recipe, spent_s: float, heads=None) -> None:
     from safetensors.torch import save_file
 
     ckpt.mkdir(parents=True, exist_ok=True)
+    if heads is not None:
+        save_file({k: v.detach().contiguous() for k, v in heads.state_dict().items()}, ckpt / "heads.safetensors.tmp")
+        os.replace(ckpt / "heads.safetensors.tmp", ckpt / "heads.safetensors")
     for name, m in (("model", model), ("ema", ema)):
         state = {k: v.detach().contiguous() for k, v in m.state_dict().items() if k != "lm_head.weight"}
         save_file(state, ckpt / f"{name}.safetensors.tmp")
@@ -279,15 +314,23 @@ def save(ckpt: Path, model, ema, opt, step: int, recipe: Recipe, spent_s: float)
         os.replace(ckpt / f"{name}.tmp", ckpt / name)
 
 
-def load(ckpt: Path, model, ema, opt) -> tuple[int, float]:
+def load(ckpt: Path, model, ema, opt, heads=None) -> tuple[int, float]:
+    """Weights, EMA, optimizer and RNG of a checkpoint. Heads new to this run (none saved) join the
+    optimizer after its state is loaded."""
     from safetensors.torch import load_file
 
+    saved_heads = heads is not None and (ckpt / "heads.safetensors").exists()
+    if saved_heads:
+        heads.load_state_dict(load_file(ckpt / "heads.safetensors"))
+        opt.add_param_group({"params": list(heads.parameters()), "weight_decay": 0.0})
     model.load_state_dict(load_file(ckpt / "model.safetensors"), strict=False)
     ema.load_state_dict(load_file(ckpt / "ema.safetensors"), strict=False)
     model.tie_weights()
     ema.tie_weights()
     blob = torch.load(ckpt / "optimizer.pt", weights_only=True)
     opt.load_state_dict(blob["opt"])
+    if heads is not None and not saved_heads:
+        opt.add_param_group({"params": list(heads.parameters()), "weight_decay": 0.0, "lr": opt.param_groups[0]["lr"]})
     torch.set_rng_state(blob["torch_rng"])
     meta = json.loads((ckpt / "state.json").read_text())
     return meta["step"], meta["spent_s"]
@@ -359,14 +402,14 @@ def _reinit_audio(model, ema, opt) -> None:
     print(f"audio projection restarted from the Fourier basis (row norm {norm:.3f})", flush=True)
 
 
-def _train_step(model, ema, opt, batches: dict, recipe: Recipe, step: int, dev, sums: dict) -> float:
+def _train_step(model, ema, opt, batches: dict, recipe: Recipe, step: int, dev, sums: dict, heads=None) -> float:
     """One optimizer step over the step's sub-batches; adds each loss to ``sums``; returns the grad norm."""
     for g in opt.param_groups:
         g["lr"] = recipe.lr_at(step)
     opt.zero_grad(set_to_none=True)
     for kind, batch in batches.items():
         batch = {k: ([t.to(dev) for t in v] if isinstance(v, list) else v.to(dev)) for k, v in batch.items()}
-        losses = step_losses(model, batch, recipe)
+        losses = step_losses(model, batch, recipe, heads)
         total(losses, recipe).backward()
         for k, v in losses.items():
             sums[f"{kind[0]}_{k}"] = sums.get(f"{kind[0]}_{k}", 0.0) + float(v.detach())
@@ -409,11 +452,16 @@ def main(argv=None) -> int:
     tok, model = build_model(recipe, base)
     model.to(args.device)
     ema = copy.deepcopy(model).requires_grad_(False)
+    heads = make_heads(recipe, model)
     opt = torch.optim.AdamW(_decay_groups(model, recipe.weight_decay), lr=recipe.lr, betas=(0.9, 0.98), eps=1e-8)
     step, spent_s = 0, 0.0
+    if heads is not None:
+        heads.to(args.device)
     if (ckpt / "state.json").exists():
-        step, spent_s = load(ckpt, model, ema, opt)
+        step, spent_s = load(ckpt, model, ema, opt, heads)
         print(f"resumed at step {step} ({spent_s / 60:.1f} min spent)", flush=True)
+    elif heads is not None:
+        opt.add_param_group({"params": list(heads.parameters()), "weight_decay": 0.0})
         if args.reinit_audio:
             _reinit_audio(model, ema, opt)
     if args.export_only:
@@ -440,7 +488,7 @@ def main(argv=None) -> int:
         assert got_step == step, (got_step, step)
         if stop.is_set() or (stop_at and time.time() >= stop_at) or (args.max_steps is not None and step >= args.max_steps):
             break
-        gnorm = _train_step(model, ema, opt, batches, recipe, step, torch.device(args.device), sums)
+        gnorm = _train_step(model, ema, opt, batches, recipe, step, torch.device(args.device), sums, heads)
         step, count = step + 1, count + 1
         if step % 10 == 0 or step == 1:
             record({"step": step, "stage": recipe.stage(step - 1), "min": round((time.time() - t0) / 60, 2),
@@ -450,11 +498,11 @@ def main(argv=None) -> int:
             record({"step": step, "eval": _measure(ema, tok, base, recipe, step, args.eval_items), "min": round((time.time() - t0) / 60, 2)})
             model.train()
         if time.time() - t_saved > args.save_every_min * 60:
-            save(ckpt, model, ema, opt, step, recipe, time.time() - t0)
+            save(ckpt, model, ema, opt, step, recipe, time.time() - t0, heads)
             export(ema, base, args.out / "export", recipe, {"step": step})
             t_saved = time.time()
             print(f"checkpoint at step {step}", flush=True)
-    save(ckpt, model, ema, opt, step, recipe, time.time() - t0)
+    save(ckpt, model, ema, opt, step, recipe, time.time() - t0, heads)
     export(ema, base, args.out / "export", recipe, {"step": step})
     print(f"stopped at step {step} after {(time.time() - t0) / 60:.1f} min; exported {args.out / 'export'}", flush=True)
     return 0
