@@ -2,6 +2,7 @@
 
     python benchmarks/bench_decode.py               # 10-min 1080p H.264 (B-frames) + AAC clip
     python benchmarks/bench_decode.py --minutes 1   # quicker
+    python benchmarks/bench_decode.py --segments 2  # also: video in 2 segments by 2 processes
 
 All three produce the same thing: 1-FPS RGB frames and 16 kHz mono audio. Prints the median of
 --runs runs for each and the ratios (ffmpeg / ours) and (naive / ours). The clip is generated
@@ -50,6 +51,29 @@ def run_ours(path: Path, mode: str) -> tuple[int, int]:
     return frames, samples
 
 
+def _segment(args) -> int:
+    path, mode, a, b, t0 = args
+    with MediaReader(path, mode=mode, audio=False) as media:
+        return sum(1 for _ in media.video_segment(a, b, t0))
+
+
+def run_segmented(path: Path, mode: str, workers: int) -> tuple[int, int]:
+    """Video in ``workers`` segments decoded by as many processes at once (each from a keyframe
+    before its start: MediaReader.video_segment), audio in one audio-only pass beside them."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with MediaReader(path, mode=mode, audio=False) as media:
+        t0, duration = media.video_origin(), media.info.duration_ms
+    edges = [duration * i // workers // 1000 * 1000 for i in range(workers)] + [None]
+    with ProcessPoolExecutor(workers) as pool:
+        jobs = pool.map(_segment, [(path, mode, a, b, t0) for a, b in zip(edges, edges[1:])])
+        samples = 0
+        with MediaReader(path, mode=mode, video=False) as media:
+            for item in media.items():
+                samples += item.samples.size
+        return sum(jobs), samples
+
+
 def run_ffmpeg(path: Path) -> tuple[int, int]:
     subprocess.run(
         ["ffmpeg", "-v", "error", "-i", str(path),
@@ -94,6 +118,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench"))
     ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--segments", type=int, default=0, help="also: fast mode decoded in this many segments by as many processes")
     args = ap.parse_args(argv)
     clip = make_clip(args.workdir / f"clip_{args.minutes:g}min_1080p.mp4", args.minutes)
     print(f"clip: {clip} ({clip.stat().st_size / 1e6:.0f} MB, {args.minutes:g} min 1080p25 H.264 bf=3 + AAC)")
@@ -103,6 +128,7 @@ def main(argv=None) -> int:
         ("ours exact", run_ours, ("exact",)),
         ("ffmpeg CLI", run_ffmpeg, ()),
         *([] if args.skip_naive else [("naive PyAV", run_naive, ())]),
+        *([(f"fast x{args.segments} seg", run_segmented, ("fast", args.segments))] if args.segments > 1 else []),
     ]:
         med, result, times = timed(fn, clip, *fargs, runs=args.runs)
         rows[name] = med
@@ -114,6 +140,9 @@ def main(argv=None) -> int:
         if "naive PyAV" in rows:
             line += f", naive/ours = {rows['naive PyAV'] / ours:.2f}x"
         print(line)
+    if args.segments > 1:
+        seg = rows[f"fast x{args.segments} seg"]
+        print(f"segments: fast / fast x{args.segments} = {rows['ours fast'] / seg:.2f}x, ffmpeg / fast x{args.segments} = {rows['ffmpeg CLI'] / seg:.2f}x")
     return 0
 
 

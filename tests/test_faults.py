@@ -18,16 +18,27 @@ from synth import tone, write_clip
 TABLES = ("captions", "transcripts", "speakers", "answers")
 
 
-def ray_pids(pattern: str) -> list[int]:
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def ray_pids(pattern: str, driver: int) -> list[int]:
+    """Processes descended from ``driver`` (a run_cli driver: its raylet and that raylet's
+    workers) whose title shows ``pattern``: another Ray on the machine is never touched."""
     out = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
-            except OSError:
+                if pattern not in cmd:
+                    continue
+                up = int(pid)
+                while up > 1 and up != driver:
+                    up = _parent(up)
+                if up == driver:
+                    out.append(int(pid))
+            except (OSError, IndexError, ValueError):
                 continue
-            if pattern in cmd:
-                out.append(int(pid))
     return out
 
 
@@ -69,17 +80,17 @@ def clean(inputs, tmp_path_factory, tiny_model):
     return tables(out)
 
 
-def kill_when(pattern: str, sig=signal.SIGKILL, timeout_s: float = 120, delay_s: float = 0.0) -> threading.Thread:
-    """Kill the first process whose title shows ``pattern``. Ray titles a worker
+def kill_when(driver: subprocess.Popen, pattern: str, sig=signal.SIGKILL, timeout_s: float = 120, delay_s: float = 0.0) -> threading.Thread:
+    """Kill the first process of ``driver``'s run whose title shows ``pattern``. Ray titles a worker
     ``ray::Actor.method`` only while it runs that method, so a method pattern (delay 0) kills it
     inside the call: the fault lands while the work is in flight."""
     def killer():
         deadline = time.time() + timeout_s
         while time.time() < deadline:
-            pids = ray_pids(pattern)
+            pids = ray_pids(pattern, driver.pid)
             if pids:
                 time.sleep(delay_s)
-                pids = [p for p in pids if p in ray_pids(pattern)] if delay_s else pids  # still at it
+                pids = [p for p in pids if p in ray_pids(pattern, driver.pid)] if delay_s else pids  # still at it
                 if pids:
                     os.kill(pids[0], sig)
                     killer.killed = pids[:1]
@@ -98,7 +109,7 @@ def kill_when(pattern: str, sig=signal.SIGKILL, timeout_s: float = 120, delay_s:
 def test_killing_an_actor_changes_nothing(inputs, clean, tmp_path, tiny_model, actor):
     out = tmp_path / "out"
     proc = run_cli(inputs, out, tiny_model)
-    t = kill_when(actor)
+    t = kill_when(proc, actor)
     log = proc.communicate(timeout=600)[0]
     t.join()
     assert t.killed_ref.killed, "the actor was never seen"
@@ -110,7 +121,7 @@ def test_killing_an_actor_changes_nothing(inputs, clean, tmp_path, tiny_model, a
 def test_a_decode_worker_killed_mid_source_is_retried_and_changes_nothing(inputs, clean, tmp_path, tiny_model, sig):
     out = tmp_path / "out"
     proc = run_cli(inputs, out, tiny_model, "--workers", "1")
-    t = kill_when("ray::decode_source", sig=sig)  # inside the decode task (it runs well under 1 s on these clips; the old 0.5 s wait hit an idle worker)
+    t = kill_when(proc, "ray::decode_source", sig=sig)  # inside the decode task (it runs well under 1 s on these clips; the old 0.5 s wait hit an idle worker)
     log = proc.communicate(timeout=600)[0]
     t.join()
     assert t.killed_ref.killed
