@@ -260,12 +260,7 @@ class MediaReader:
                 self.stats.errors.append(f"demux stopped: {exc}")
                 break
             self.stats.packets += 1
-            try:
-                frames = packet.decode()
-            except av.FFmpegError:
-                self.stats.corrupt_packets += 1
-                continue
-            for frame in frames:
+            for frame in self._decode(packet):
                 if packet.stream is self._video:
                     self.stats.video_frames_decoded += 1
                     kept = picker.offer(frame)
@@ -287,11 +282,7 @@ class MediaReader:
         if self._video is None:
             return None
         for packet in self._container.demux(self._video):
-            try:
-                frames = packet.decode()
-            except av.FFmpegError:
-                continue
-            for frame in frames:
+            for frame in self._decode(packet):
                 if frame.pts is not None:
                     return Fraction(frame.pts) * frame.time_base - Fraction(self.info.start_ms, 1000)
         return None
@@ -326,12 +317,7 @@ class MediaReader:
         picker = _FramePicker(self.fps, self.info.start_ms)
         first = True
         for packet in self._container.demux(self._video):
-            try:
-                frames = packet.decode()
-            except av.FFmpegError:
-                self.stats.corrupt_packets += 1
-                continue
-            for frame in frames:
+            for frame in self._decode(packet):
                 if frame.pts is None:
                     continue
                 t_s = Fraction(frame.pts) * frame.time_base - picker.origin_s
@@ -350,6 +336,14 @@ class MediaReader:
                     self.stats.frames_kept += 1
                     yield kept
         return True
+
+    def _decode(self, packet) -> list:
+        """A packet's frames; a packet the decoder refuses is counted and skipped."""
+        try:
+            return packet.decode()
+        except av.FFmpegError:
+            self.stats.corrupt_packets += 1
+            return []
 
     def close(self) -> None:
         self._container.close()

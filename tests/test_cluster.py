@@ -155,6 +155,9 @@ def test_a_local_run_does_not_join_a_cluster_on_the_machine(inputs, local, clust
 def test_an_input_a_node_cannot_see_is_an_error_naming_the_node_and_the_path(tmp_path):
     """Inputs are read where they are decoded: a path the decoding node does not have fails that
     source with the path and the node named (the decode task's own code, run in this process)."""
+    from onepass.pipeline.ray_env import local_ray_env
+
+    local_ray_env()  # before ray_stages imports Ray: later in-process tests start a local Ray with token authentication
     from onepass.pipeline.config import RunConfig
     from onepass.pipeline.messages import Failed
     from onepass.pipeline.ray_stages import decode_source
