@@ -6,7 +6,16 @@ from __future__ import annotations
 
 from .messages import WindowRefs
 
-__all__ = ["Batcher"]
+__all__ = ["Batcher", "LostWindows"]
+
+
+class LostWindows(Exception):
+    """A backbone call failed: its windows' inputs were lost (e.g. with a node that held them),
+    or the backbone could not run them. Their sources must be decoded again."""
+
+    def __init__(self, windows: list[WindowRefs], cause: BaseException):
+        super().__init__(f"{len(windows)} windows lost: {type(cause).__name__}: {cause}")
+        self.windows, self.cause = windows, cause
 
 
 class Batcher:
@@ -40,7 +49,11 @@ class Batcher:
         [(WindowRefs, WindowResult)] that came back."""
         back = []
         if self.call is not None and self.call.ready():
-            back, self.call = self.call.results(), None
+            call, self.call = self.call, None
+            try:
+                back = call.results()
+            except Exception as exc:  # noqa: BLE001 - any failure of the call: its windows are redone
+                raise LostWindows([w for part in call.windows for w in part], exc) from exc
         if self.call is None and self.pending and (idle or len(self.pending) >= self.size):
             batch, self.pending = self.pending[:self.size], self.pending[self.size:]
             self.call = self.backbones.submit(batch)

@@ -34,7 +34,8 @@ class SourceState:
     online: object = None  # live: OnlineSpeakers
 
     def restart(self, attempt: int) -> None:
-        self.attempt, self.windows_sent = attempt, 0
+        """Forget what an earlier decode attempt delivered: the source is decoded again."""
+        self.attempt, self.windows_sent, self.closed, self.finished, self.error = attempt, 0, False, None, None
         self.results.clear()
 
     @property

@@ -16,6 +16,19 @@ from .sources import Source
 __all__ = ["Feed"]
 
 
+MAX_ATTEMPTS = 3  # decodes of one file: the first, and redos after a lost worker, node or input
+
+
+class _Stop:
+    """Whether one attempt's thread should stop: the run stops, or the source was started over."""
+
+    def __init__(self, feed: Feed, source_id: str, attempt: int):
+        self.feed, self.source_id, self.attempt = feed, source_id, attempt
+
+    def is_set(self) -> bool:
+        return self.feed.stopping.is_set() or self.feed.current.get(self.source_id) != self.attempt
+
+
 class Feed:
     def __init__(self, cfg: RunConfig, pools, sources: list[Source]):
         self.cfg, self.pools = cfg, pools
@@ -23,9 +36,27 @@ class Feed:
         self.stopping = threading.Event()
         self.slots = threading.Semaphore(cfg.workers)
         self.tasks: dict[str, object] = {}
-        self.threads = [threading.Thread(target=self._drive, args=(s,), daemon=True, name=f"decode {s.id}") for s in sources]
-        for t in self.threads:
-            t.start()
+        self.current: dict[str, int] = {s.id: 0 for s in sources}  # each source's live attempt
+        self.threads: list[threading.Thread] = []
+        for s in sources:
+            self._start(s, 0)
+
+    def _start(self, source: Source, attempt: int) -> None:
+        t = threading.Thread(target=self._drive, args=(source, attempt), daemon=True, name=f"decode {source.id} #{attempt}")
+        self.threads.append(t)
+        t.start()
+
+    def redo(self, source: Source, attempt: int) -> bool:
+        """Decode ``source`` again from the start as ``attempt`` (its results were lost with a
+        node); False when it has had its attempts."""
+        if attempt >= MAX_ATTEMPTS:
+            return False
+        self.current[source.id] = attempt
+        old = self.tasks.get(source.id)
+        if old is not None:
+            cancel(old)
+        self._start(source, attempt)
+        return True
 
     def get(self, timeout: float | None) -> Fed | None:
         try:
@@ -40,37 +71,43 @@ class Feed:
             except queue.Full:
                 continue
 
-    def _drive(self, source: Source) -> None:
+    def _drive(self, source: Source, first: int) -> None:
         cfg = self.cfg
+        attempt = first
 
         def put(message) -> None:
-            self._put(Fed(source.id, message))
+            if self.current.get(source.id) == attempt or isinstance(message, Restart):
+                self._put(Fed(source.id, message, attempt))
 
         with self.slots:
             deadline = None if source.is_stream else time.monotonic() + cfg.source_timeout_s
-            attempts = 1 if source.is_stream else 2  # a file is retried once if its worker dies
-            for attempt in range(attempts):
-                if self.stopping.is_set():
+            last = first if source.is_stream else MAX_ATTEMPTS - 1  # a file is decoded again if its worker dies
+            while True:
+                stop = _Stop(self, source.id, attempt)
+                if stop.is_set():
                     return
                 task = self.tasks[source.id] = start_decode(source, cfg)
                 try:
-                    DecodeFollower(self.pools, put, cfg.window_s * 1000, source.is_stream, attempt).follow(task, self.stopping, deadline)
+                    DecodeFollower(self.pools, put, cfg.window_s * 1000, source.is_stream, attempt).follow(task, stop, deadline)
                     break
                 except TimeoutError:
                     cancel(task)
                     put(Failed(f"timed out after {cfg.source_timeout_s:g} s"))
                     break
                 except Exception as exc:  # noqa: BLE001 - the worker died (e.g. a crash inside FFmpeg)
-                    if self.stopping.is_set():
+                    if stop.is_set():
                         return
-                    if attempt + 1 < attempts:
-                        put(Restart(attempt + 1))  # start the source over, cleanly
+                    if attempt < last:
+                        attempt += 1
+                        self.current[source.id] = attempt
+                        put(Restart(attempt))  # start the source over, cleanly
                     else:
                         put(Failed(f"decode worker failed: {type(exc).__name__}: {exc}"))
+                        break
             put(Closed())
 
     def join(self, timeout: float) -> None:
-        for t in self.threads:
+        for t in list(self.threads):
             t.join(timeout=timeout)
 
     def stop(self) -> None:
@@ -80,8 +117,8 @@ class Feed:
         for task in list(self.tasks.values()):
             cancel(task)
         deadline = time.monotonic() + 10
-        while any(t.is_alive() for t in self.threads) and time.monotonic() < deadline:
+        while any(t.is_alive() for t in list(self.threads)) and time.monotonic() < deadline:
             while not self.queue.empty():
                 self.queue.get_nowait()
-            for t in self.threads:
+            for t in list(self.threads):
                 t.join(timeout=0.1)

@@ -121,7 +121,9 @@ Message = Opened | Finished | Failed | LiveFrame | WindowRefs | Restart | Closed
 
 @dataclass(frozen=True)
 class Fed:
-    """One feed entry: a message and the source it is about."""
+    """One feed entry: a message, the source it is about, and the decode attempt that sent it
+    (the driver ignores what a superseded attempt still sends)."""
 
     source_id: str
     message: Message
+    attempt: int = 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .batcher import Batcher
+from .batcher import Batcher, LostWindows
 from .commit import Committer, Progress, RunSummary, SourceState
 from .config import RunConfig
 from .messages import Closed, Failed, Fed, Finished, LiveFrame, Opened, Restart, WindowRefs
@@ -70,7 +70,7 @@ class Pipeline:
         pools = OperatorPools(self.cfg)  # first: the first frames wait for them, the backbone has a queue
         self.backbones = Backbones(self.cfg)
         self.states = {s.id: SourceState(s) for s in todo}
-        feed = Feed(self.cfg, pools, todo)
+        feed = self.feed = Feed(self.cfg, pools, todo)
         try:
             self._loop(feed, Batcher(self.backbones, self.cfg.batch_windows))
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM raised as one
@@ -91,7 +91,12 @@ class Pipeline:
             fed = feed.get(timeout=0.05 if batcher.busy else None)
             if fed is not None:
                 self._handle(fed, self.states[fed.source_id], batcher)
-            for window, result in batcher.pump(idle=fed is None):
+            try:
+                back = batcher.pump(idle=fed is None)
+            except LostWindows as lost:
+                back = []
+                self._redo({w.spec.source_id for w in lost.windows if w.attempt == self.states[w.spec.source_id].attempt}, batcher, lost)
+            for window, result in back:
                 st = self.states[window.spec.source_id]
                 if window.attempt == st.attempt:  # not from a decode attempt that was restarted
                     st.results.append(result)
@@ -100,7 +105,18 @@ class Pipeline:
                 self.commit.source(self.states[sid])
                 self.open.discard(sid)
 
+    def _redo(self, source_ids: set[str], batcher: Batcher, lost: LostWindows) -> None:
+        """Sources whose windows were lost in the backbone call start over (a new decode attempt)."""
+        for sid in source_ids:
+            st = self.states[sid]
+            batcher.drop(sid)
+            st.restart(st.attempt + 1)
+            if not self.feed.redo(st.source, st.attempt):
+                st.error, st.closed = f"lost its windows {st.attempt} times, the last: {lost.cause}", True
+
     def _handle(self, fed: Fed, st: SourceState, batcher: Batcher) -> None:
+        if fed.attempt != st.attempt and not (isinstance(fed.message, Restart) and fed.message.attempt > st.attempt):
+            return  # from a decode attempt that was started over
         match fed.message:
             case Opened() as m:
                 st.opened, st.node = m, m.node

@@ -60,3 +60,22 @@ def test_idle_feed_sends_a_partial_batch_and_drop_forgets_a_source():
     assert not b.holds("a")
     b.pump(idle=True)
     assert [w.spec.source_id for w in bb.calls[0].windows[0]] == ["b"]
+
+
+def test_a_failed_call_hands_back_its_windows_to_be_redone():
+    """A call whose inputs were lost (a node died with them) raises LostWindows naming every
+    window it carried; the batcher is free for the next batch."""
+    import pytest
+
+    from onepass.pipeline.batcher import LostWindows
+
+    bb = Backbones()
+    b = Batcher(bb, batch_windows=2)
+    b.add(window("a", 0))
+    b.add(window("b", 0))
+    b.pump()
+    bb.calls[0].back = True
+    bb.calls[0].results = lambda: (_ for _ in ()).throw(RuntimeError("object lost with its node"))
+    with pytest.raises(LostWindows) as lost:
+        b.pump()
+    assert sorted(w.spec.source_id for w in lost.value.windows) == ["a", "b"] and not b.busy
