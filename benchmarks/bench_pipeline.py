@@ -1,13 +1,16 @@
 """Whole-pipeline benchmark (2 cores is the target machine).
 
     python benchmarks/bench_pipeline.py [--minutes 10] [--long-minutes 120] [--hd-repeat 3] [--runs 3]
+    python benchmarks/bench_pipeline.py --skip model memory live --compare-rev REV  # a regression check
 
 (1) Ray overhead: the whole pipeline with the backbone bypassed (--tasks '': windows still travel
     decode task -> patchify / audio-frame pools -> backbone actor, which does not run the model)
     vs the decode stage alone (decode + patchify + windowing in one process, no Ray), each in a
     fresh process, on a 10-min 360p and a 10-min 1080p clip. Two ratios decode/pipeline: whole
     runs (process start to exit: Ray's start-up included) and steady state (first window out to
-    last window out).
+    last window out). With --compare-rev REV the pipeline of that git revision (a worktree of
+    this repository, imported instead of this checkout) runs too, interleaved run by run with
+    decode and this checkout, so that a change is judged against its parent in one invocation.
 (2) The whole pipeline with the default model on the bundled example clips: x real time.
 (3) Peak memory (driver + every Ray process, summed PSS; summed RSS printed too) of the bypassed
     pipeline on a 10-minute and a 2-hour input: ratio.
@@ -114,10 +117,27 @@ print(json.dumps({"first": stamps[0], "last": stamps[-1], "windows": len(stamps)
 """
 
 
-def timed_child(mode: str, path: Path, out: Path) -> tuple[float, float]:
-    """(whole run, steady state) seconds of one fresh process: decode alone or the pipeline."""
+def checkout_rev(rev: str, workdir: Path) -> Path:
+    """A folder to put on PYTHONPATH so that ``import onepass`` is git revision ``rev`` of this
+    repository (a detached worktree; the packages mapped as pyproject.toml maps them)."""
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], capture_output=True, text=True, check=True).stdout.strip()
+    tree, shim = workdir / f"rev-{sha}", workdir / f"rev-{sha}-path"
+    if not tree.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree.resolve()), sha], check=True, capture_output=True)
+    (shim / "onepass").mkdir(parents=True, exist_ok=True)
+    for name in ("pipeline", "operators", "model"):
+        link = shim / "onepass" / name
+        if not link.exists():
+            link.symlink_to((tree / name).resolve())
+    return shim
+
+
+def timed_child(mode: str, path: Path, out: Path, pythonpath: Path | None = None) -> tuple[float, float]:
+    """(whole run, steady state) seconds of one fresh process: decode alone or the pipeline
+    (of this checkout, or of the revision whose import folder is ``pythonpath``)."""
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-c", CHILD, mode, str(path), str(out)], capture_output=True, text=True)
+    env = dict(os.environ, PYTHONPATH=str(pythonpath.resolve())) if pythonpath else None
+    res = subprocess.run([sys.executable, "-c", CHILD, mode, str(path), str(out)], capture_output=True, text=True, env=env)
     total = time.perf_counter() - t0
     if res.returncode:
         raise RuntimeError(res.stderr[-2000:])
@@ -125,14 +145,23 @@ def timed_child(mode: str, path: Path, out: Path) -> tuple[float, float]:
     return total, got["last"] - got["first"]
 
 
-def ray_overhead(clip: Path, label: str, runs: int, out: Path) -> None:
-    dec = [timed_child("decode", clip, out) for _ in range(runs)]
-    pipe = [timed_child("pipeline", clip, out) for _ in range(runs)]
+def ray_overhead(clip: Path, label: str, runs: int, out: Path, rev: tuple[str, Path] | None = None) -> None:
+    dec, pipe, base = [], [], []
+    for _ in range(runs):  # interleaved, so that a drift in machine load hits all alike
+        dec.append(timed_child("decode", clip, out))
+        pipe.append(timed_child("pipeline", clip, out))
+        if rev:
+            base.append(timed_child("pipeline", clip, out, rev[1]))
     med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
     print(f"(1) {label}: decode stage alone {med(dec, 0):.1f} s whole {[round(x[0], 1) for x in dec]}, "
           f"{med(dec, 1):.1f} s steady; pipeline (backbone bypassed) {med(pipe, 0):.1f} s whole "
           f"{[round(x[0], 1) for x in pipe]}, {med(pipe, 1):.1f} s steady -> decode/pipeline = "
           f"{med(dec, 0) / med(pipe, 0):.2f}x whole run, {med(dec, 1) / med(pipe, 1):.2f}x steady state", flush=True)
+    if rev:
+        print(f"    revision {rev[0]}: pipeline {med(base, 0):.1f} s whole {[round(x[0], 1) for x in base]}, "
+              f"{med(base, 1):.1f} s steady -> decode/pipeline = {med(dec, 0) / med(base, 0):.2f}x whole run, "
+              f"{med(dec, 1) / med(base, 1):.2f}x steady; this checkout / {rev[0]} = {med(base, 0) / med(pipe, 0):.2f}x "
+              f"whole run (above 1: faster), {med(base, 1) / med(pipe, 1):.2f}x steady", flush=True)
 
 
 def main():
@@ -143,16 +172,18 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench"))
     ap.add_argument("--skip", nargs="*", default=[], choices=["ray", "model", "memory", "live"])
+    ap.add_argument("--compare-rev", metavar="REV", help="(1) also the pipeline of this git revision, interleaved")
     a = ap.parse_args()
     w = a.workdir
+    rev = (a.compare_rev, checkout_rev(a.compare_rev, w)) if a.compare_rev else None
     if "ray" not in a.skip:
         clip = make_input(w / f"pipe_{a.minutes:g}min.mp4", a.minutes)
-        ray_overhead(clip, f"{a.minutes:g}-min 360p", a.runs, w / "out_bypass")
+        ray_overhead(clip, f"{a.minutes:g}-min 360p", a.runs, w / "out_bypass", rev)
         hd = make_input(w / f"pipe_{a.minutes:g}min_1080p.mp4", a.minutes, size="1920x1080")
-        ray_overhead(hd, f"{a.minutes:g}-min 1080p", a.runs, w / "out_bypass")
+        ray_overhead(hd, f"{a.minutes:g}-min 1080p", a.runs, w / "out_bypass", rev)
         if a.hd_repeat > 1:  # the same start-up cost over a longer input
             long_hd = repeat_input(hd, a.hd_repeat, w / f"pipe_{a.minutes * a.hd_repeat:g}min_1080p.mp4")
-            ray_overhead(long_hd, f"{a.minutes * a.hd_repeat:g}-min 1080p", a.runs, w / "out_bypass")
+            ray_overhead(long_hd, f"{a.minutes * a.hd_repeat:g}-min 1080p", a.runs, w / "out_bypass", rev)
     if "model" not in a.skip:
         clips = ROOT / "examples" / "clips"
         media_s = 44.0
