@@ -25,6 +25,8 @@ Times are relative to the source's origin (``container.start_time``, kept in
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import os
 from collections.abc import Iterator
@@ -34,7 +36,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from .audio import RATE_HZ
+from .audio import FRAME_MS, RATE_HZ
 from .spans import ms_from_pts
 
 _AV_TIME_BASE = Fraction(1, 1_000_000)
@@ -45,6 +47,8 @@ __all__ = [
     "DecodeError",
     "DecodeStats",
     "MediaReader",
+    "plan_segments",
+    "segment_items",
     "SourceInfo",
     "VideoFrame",
     "DECODE_MODES",
@@ -353,6 +357,49 @@ class MediaReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def plan_segments(duration_ms: int | None, segment_ms: int, most: int, window_ms: int) -> list[tuple[int, int | None]]:
+    """[start_ms, end_ms) spans (the last ends None: at the end) that split a file of
+    ``duration_ms`` into about ``segment_ms`` pieces, at most ``most``, on window boundaries.
+    One span, [0, None), when the file is shorter than two segments, its length is unknown, or
+    splitting is off (``segment_ms`` 0)."""
+    if not segment_ms or not duration_ms or most < 2 or duration_ms < 2 * segment_ms:
+        return [(0, None)]
+    n = min(most, duration_ms // segment_ms)
+    edges = sorted({round(duration_ms * i / n / window_ms) * window_ms for i in range(1, n)} - {0})
+    return list(zip([0, *edges], [*edges, None]))
+
+
+def _item_ms(item) -> int:
+    return item.frame_ms if isinstance(item, VideoFrame) else item.start_ms
+
+
+def segment_items(reader: MediaReader, start_ms: int, end_ms: int | None) -> Iterator[VideoFrame | AudioChunk]:
+    """What ``reader.items()`` yields for [start_ms, end_ms), in time order: the kept frames
+    decoded from a keyframe before ``start_ms`` (:meth:`MediaReader.video_segment`), and the audio
+    decoded from the source's start (its sample count sets every chunk's time, and the resampler's
+    state) up to ``end_ms``, by readers of their own. Their errors land in ``reader.stats``."""
+    def sibling(video: bool) -> MediaReader:
+        return MediaReader(reader.source, fps=reader.fps, mode=reader.mode, video=video, audio=not video,
+                           audio_stream=reader.audio_stream_index)
+
+    video: Iterator = iter(())
+    if reader.info.has_video:
+        with sibling(video=True) as first:
+            t0 = first.video_origin()
+        if t0 is not None:
+            video = reader.video_segment(start_ms, end_ms, t0)
+    if not reader.info.has_audio:
+        yield from video
+        return
+    with sibling(video=False) as heard:
+        audio = heard.items()
+        if end_ms is not None:  # every 40 ms frame that starts before end_ms is whole
+            audio = itertools.takewhile(lambda chunk: chunk.start_ms < end_ms + 2 * FRAME_MS, audio)
+        yield from heapq.merge(video, audio, key=_item_ms)
+        reader.stats.corrupt_packets += heard.stats.corrupt_packets
+        reader.stats.errors.extend(heard.stats.errors)
 
 
 class _FramePicker:

@@ -98,15 +98,22 @@ class _Samples:
         return out
 
 
-def cut_windows(reader: MediaReader, source_id: str, *, window_s: int = 30) -> Iterator[FramePart | AudioPart | WindowSpec]:
+def cut_windows(reader: MediaReader, source_id: str, *, window_s: int = 30, segment: tuple[int, int | None] | None = None,
+                items: Iterator[VideoFrame | AudioChunk] | None = None) -> Iterator[FramePart | AudioPart | WindowSpec]:
     """Windows [k*W, (k+1)*W) in order. Each frame is handed out as it is decoded; a window's
-    audio and its spec once both streams have passed the window's end."""
+    audio and its spec once both streams have passed the window's end.
+
+    ``segment`` (first_k, end_k): only windows first_k <= k < end_k (end_k None: to the end), cut
+    from ``items``: the segment's frames (MediaReader.video_segment) and the source's audio from
+    its start, merged in time order (segment_items). A non-final segment's video counts as passed
+    its end when its frames run out. The windows are exactly those of a pass over the whole source."""
     width = window_s * 1000
     has_v, has_a = reader.info.has_video, reader.info.has_audio
+    first_k, end_k = segment or (0, None)
     frames: dict[int, list[int]] = {}
     audio = _Samples()
     video_ms = -1
-    next_k = 0
+    next_k = first_k
 
     def complete(k: int) -> bool:
         if has_v and video_ms < (k + 1) * width:
@@ -133,7 +140,7 @@ def cut_windows(reader: MediaReader, source_id: str, *, window_s: int = 30) -> I
             yield AudioPart(k, samples)
         yield WindowSpec(source_id, k, Span(k * width, min(end, (k + 1) * width)), tuple(fr), audio_start, n_audio)
 
-    for item in reader.items():
+    for item in reader.items() if items is None else items:
         if isinstance(item, VideoFrame):
             k = item.frame_ms // width
             frames.setdefault(k, []).append(item.frame_ms)
@@ -141,9 +148,17 @@ def cut_windows(reader: MediaReader, source_id: str, *, window_s: int = 30) -> I
             yield FramePart(k, item.frame_ms, item.rgb, time.time())
         elif isinstance(item, AudioChunk):
             audio.push(item)
-        while complete(next_k):
+            if next_k == first_k > 0 and audio.first < (drop := audio.first_frame(first_k, width) * FRAME_SAMPLES):
+                audio.take(0, drop)  # samples of the windows before the segment are not kept
+        while (end_k is None or next_k < end_k) and complete(next_k):
             yield from emit(next_k)
             next_k += 1
+    if end_k is not None:  # a segment before the last: its windows end where the next segment's begin
+        video_ms = max(video_ms, end_k * width)
+        while next_k < end_k:
+            yield from emit(next_k)
+            next_k += 1
+        return
     last_k = max([next_k - 1, *frames])
     if audio.origin_ms is not None and audio.total:
         last_k = max(last_k, (audio.origin_ms + FRAME_MS * (-(-audio.total // FRAME_SAMPLES) - 1)) // width)

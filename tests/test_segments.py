@@ -1,8 +1,9 @@
-"""Segment decode (MediaReader.video_segment): the frames kept by decoding a file in segments,
+"""Segment decode (MediaReader.video_segment, and windows cut from segments): the frames kept by decoding a file in segments,
 each from a keyframe before its start, are exactly those of one pass from the start: same
 frames, same times, same sampling indices, same pixels; over B-frames, HEVC, VFR, a late first
 pts and an AVI, in both decode modes."""
 
+import hashlib
 import subprocess
 from fractions import Fraction
 
@@ -12,7 +13,8 @@ from conftest import tool
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onepass.operators.decode import MediaReader, VideoFrame
+from onepass.operators.decode import MediaReader, VideoFrame, plan_segments, segment_items
+from onepass.pipeline.windows import AudioPart, FramePart, cut_windows
 from synth import write_clip
 
 _VIDEO = ["-f", "lavfi", "-i", "testsrc2=size=320x180:rate={rate}:duration=14"]
@@ -75,3 +77,46 @@ def test_segments_at_window_edges_equal_one_pass(clips, mode):
 def test_segments_at_any_cut_equal_one_pass(clips, bounds, mode, name):
     path = clips / name
     same(segmented(path, mode, sorted(bounds)), sequential(path, mode))
+
+
+def cut(path, mode, window_s: int, spans) -> tuple[list, dict, list]:
+    """(frames, audio parts by window, window specs) of cut_windows over each span in turn."""
+    frames, audio, specs = [], {}, []
+    width = window_s * 1000
+    for a, b in spans:
+        with MediaReader(path, mode=mode) as media:
+            whole = (a, b) == (0, None)
+            parts = cut_windows(media, "clip", window_s=window_s, segment=None if whole else (a // width, None if b is None else b // width),
+                                items=None if whole else segment_items(media, a, b))
+            for part in parts:
+                if isinstance(part, FramePart):
+                    frames.append((part.index, part.frame_ms, hashlib.sha1(part.rgb.tobytes()).hexdigest()))
+                elif isinstance(part, AudioPart):
+                    assert part.index not in audio
+                    audio[part.index] = hashlib.sha1(part.samples.tobytes()).hexdigest()
+                else:
+                    specs.append(part)
+    return frames, audio, specs
+
+
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_segmented_windows_equal_one_pass(clips, mode):
+    """Windows cut from segments (frames from a keyframe before each segment, audio from the start
+    of the file) are byte-identical to one pass: the same frames, audio parts and specs."""
+    for path in sorted(clips.iterdir()):
+        want = cut(path, mode, 2, [(0, None)])
+        assert len(want[2]) >= 7 and (want[1] or path.name == "vfr_gaps.mp4"), path.name
+        for spans in (plan_segments(14_000, 4_000, 4, 2_000), [(0, 2_000), (2_000, None)], [(0, 6_000), (6_000, 8_000), (8_000, None)]):
+            assert len(spans) > 1
+            got = cut(path, mode, 2, spans)
+            assert got == want, (path.name, spans)
+
+
+def test_plan_segments():
+    assert plan_segments(40 * 60_000, 10 * 60_000, 2, 30_000) == [(0, 1_200_000), (1_200_000, None)]
+    assert plan_segments(40 * 60_000, 10 * 60_000, 16, 30_000) == [(0, 600_000), (600_000, 1_200_000), (1_200_000, 1_800_000), (1_800_000, None)]
+    assert plan_segments(19 * 60_000, 10 * 60_000, 16, 30_000) == [(0, None)]  # shorter than two segments
+    assert plan_segments(None, 10 * 60_000, 16, 30_000) == [(0, None)]  # length unknown
+    assert plan_segments(40 * 60_000, 0, 16, 30_000) == [(0, None)]  # off
+    assert plan_segments(40 * 60_000, 10 * 60_000, 1, 30_000) == [(0, None)]  # one worker
+    assert all(a % 30_000 == 0 for a, _ in plan_segments(37 * 60_000 + 1234, 7 * 60_000, 16, 30_000))
