@@ -203,9 +203,11 @@ class MediaReader:
         audio = audio if audio is not None and audio.codec_context is not None else None
         if video is None and audio is None:
             raise DecodeError(self.source, "no video or audio stream")
+        threads = int(os.environ.get("ONEPASS_DECODE_THREADS", "0"))  # 0: FFmpeg's choice (one per core)
         for stream in (video, audio):
             if stream is not None:
                 stream.thread_type = "AUTO"
+                stream.thread_count = threads
         if video is not None and self.mode == "fast":
             video.codec_context.skip_frame = "NONREF"
         return video, audio

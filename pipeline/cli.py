@@ -41,6 +41,9 @@ stay; its row says 'stopped'; a rerun does the rest).""")
               help="Window length in seconds (at most 30). Default: the model's own (the bundled model: 10; Gemma 4 weights: 30).")
 @click.option("--decode-mode", type=click.Choice(["fast", "exact"]), default=_DEFAULTS.decode_mode, show_default=True, help="fast skips unreferenced frames (kept frame may lag by <= 250 ms).")
 @click.option("--workers", type=int, default=_DEFAULTS.workers, show_default=True, help="Sources decoded at once.")
+@click.option("--segment-minutes", type=float, default=_DEFAULTS.segment_s / 60, show_default=True,
+              help="A file at least twice this long is decoded in segments of about this length by tasks side by side "
+                   "(at most one per CPU of the cluster); the windows are exactly those of one pass. 0: never.")
 @click.option("--batch", "batch_windows", type=int, default=_DEFAULTS.batch_windows, show_default=True, help="Windows per backbone batch.")
 @click.option("--patch-actors", type=int, default=None, help="Patchify actor pool size (default: one per 4 CPUs of the cluster, at least 1).")
 @click.option("--address", default=None, help="Join an existing Ray cluster instead of starting a local one.")
@@ -50,14 +53,15 @@ stay; its row says 'stopped'; a rerun does the rest).""")
               help="Give up on a (non-live) source after this many seconds; it gets an error row.")
 @click.option("--stream-timeout-s", type=float, default=_DEFAULTS.stream_timeout_s, show_default=True,
               help="A live stream that delivers nothing for this long has ended (UDP has no end-of-stream).")
-def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_mode, workers, batch_windows, patch_actors, address,
+def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_mode, workers, segment_minutes, batch_windows, patch_actors, address,
         device, force, source_timeout_s, stream_timeout_s):
     """Process INPUTS (files, folders, globs, stream URLs, - for stdin) into OUTPUT."""
     from .run import build_pipeline
 
     try:
         cfg = RunConfig(output=output, model=model, tasks=tasks, questions=tuple(questions), fps=fps, budget=int(budget),
-                        window_s=window_s, decode_mode=decode_mode, workers=workers, batch_windows=batch_windows,
+                        window_s=window_s, decode_mode=decode_mode, workers=workers, segment_s=round(segment_minutes * 60),
+                        batch_windows=batch_windows,
                         patch_actors=patch_actors, address=address, device=device, force=force, source_timeout_s=source_timeout_s,
                         stream_timeout_s=stream_timeout_s)
         if model is not None:

@@ -25,6 +25,7 @@ class SourceState:
     finished: Finished | None = None
     error: str | None = None
     node: str | None = None  # the Ray node that decoded (or tried to decode) it
+    segments: int | None = None  # its decode tasks (1: one pass; more: a long file decoded in segments)
     attempt: int = 0  # decode attempts restarted so far; results of older attempts are dropped
     windows_sent: int = 0
     results: list[WindowResult] = field(default_factory=list)
@@ -86,7 +87,7 @@ class Committer:
             corrupt_packets=st.finished.corrupt_packets if st.finished else 0,
             content_fingerprint=None if s.is_stream else content_fingerprint(s.location),
             config_fingerprint=self.config_fp, model=str(self.cfg.model or "default"),
-            decode_node=st.node)
+            decode_node=st.node, decode_segments=st.segments)
 
     def source(self, st: SourceState) -> None:
         """A source's folder, atomically: all its rows (files) or its final source row (live)."""

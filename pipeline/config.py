@@ -25,6 +25,7 @@ class RunConfig:
     window_s: int | None = None  # None: the model's own (onepass.json beside its config; else 30 s)
     decode_mode: str = "fast"
     workers: int = 2  # sources decoded at once
+    segment_s: int = 600  # a file at least twice this long is decoded in segments of about this length, side by side (0: never)
     batch_windows: int = 4  # windows per backbone batch
     patch_actors: int | None = None  # patchify pool size; None: one per 4 CPUs of the cluster (at least 1)
     audio_actors: int = 1  # audio-frame pool size (framing is a reshape: one keeps up with many sources)
@@ -54,6 +55,8 @@ class RunConfig:
 
         if self.budget not in BUDGETS:
             raise ValueError(f"--budget must be one of {', '.join(map(str, BUDGETS))}, got {self.budget}")
+        if self.segment_s < 0:
+            raise ValueError(f"--segment-minutes must be >= 0, got {self.segment_s / 60:g}")
         if not 0 < self.fps <= 30:
             raise ValueError(f"--fps must be in (0, 30], got {self.fps}")
 

@@ -35,6 +35,7 @@ class Opened:
 
     info: SourceInfo
     node: str | None = None
+    segments: int = 1  # decode tasks of this source (pipeline.feed._Segments sets it)
 
 
 @dataclass(frozen=True)

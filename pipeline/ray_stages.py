@@ -13,7 +13,7 @@ from collections import defaultdict, deque
 
 import ray
 
-from onepass.operators.decode import DecodeError, MediaReader
+from onepass.operators.decode import DecodeError, MediaReader, plan_segments, segment_items
 
 from .config import RunConfig
 from .messages import AudioHead, Failed, Finished, FrameHead, LiveFrame, Opened, WindowHead, WindowRefs
@@ -91,9 +91,10 @@ def _handle_sigterm() -> None:
 # machine of a cluster. At most 16 objects (about 8 frames) wait unread per source: decode never
 # runs far ahead of the driver.
 @ray.remote(num_cpus=1, max_retries=0, _generator_backpressure_num_objects=16)
-def decode_source(source: Source, cfg: RunConfig):
+def decode_source(source: Source, cfg: RunConfig, segment: tuple[int, int | None] | None = None):
     """Streams Opened; then FrameHead + FramePart, AudioHead + AudioPart and WindowHead as
-    cut_windows makes them; then Finished or Failed."""
+    cut_windows makes them; then Finished or Failed. ``segment`` [start_ms, end_ms): only the
+    windows of that span of a file (operators.decode.segment_items), exactly as one pass cuts them."""
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
     if not source.is_stream and "://" not in source.location and not os.path.exists(source.location):
         # the driver saw the file; this node does not: inputs are read where they are decoded
@@ -106,7 +107,11 @@ def decode_source(source: Source, cfg: RunConfig):
         with MediaReader(source.location, fps=cfg.fps, mode=cfg.decode_mode, read_timeout_s=read_timeout_s) as media:
             yield Opened(media.info, node)
             decoded_ms = 0  # how far the windows reach: a file cut short ends before its stated duration
-            for part in cut_windows(media, source.id, window_s=cfg.window_s):
+            width, span, items = cfg.window_s * 1000, None, None
+            if segment is not None:
+                span = (segment[0] // width, None if segment[1] is None else segment[1] // width)
+                items = segment_items(media, *segment)
+            for part in cut_windows(media, source.id, window_s=cfg.window_s, segment=span, items=items):
                 if isinstance(part, FramePart):
                     yield FrameHead(part.index, part.frame_ms, part.decoded_at)
                     yield part
@@ -123,22 +128,38 @@ def decode_source(source: Source, cfg: RunConfig):
         yield Failed(f"{type(exc).__name__}: {exc}", node)
 
 
-def start_decode(source: Source, cfg: RunConfig):
+def start_decode(source: Source, cfg: RunConfig, segment: tuple[int, int | None] | None = None):
     """The decode task of ``source`` (its generator); stdin is read through a named pipe on this machine."""
     options = {}
     if source.location == "pipe:0":
         from .sources import stdin_fifo
 
         source, options = dataclasses.replace(source, location=stdin_fifo()), _on_this_node()
-    return decode_source.options(**options).remote(source, cfg)
+    return decode_source.options(**options).remote(source, cfg, segment)
+
+
+def plan_decode(source: Source, cfg: RunConfig) -> list[tuple[int, int | None] | None]:
+    """The decode tasks of ``source``: [None] (one pass), or the segments of a long file
+    (operators.decode.plan_segments), at most one per CPU of the cluster. A file this machine
+    cannot open is one pass: its decode task says what is wrong with it."""
+    if source.is_stream or not cfg.segment_s or not os.path.isfile(source.location):
+        return [None]
+    try:
+        with MediaReader(source.location, mode=cfg.decode_mode) as media:
+            duration_ms = media.info.duration_ms if media.info.has_video else None  # audio alone is cheap
+    except DecodeError:
+        return [None]
+    spans = plan_segments(duration_ms, cfg.segment_s * 1000, int(ray.cluster_resources().get("CPU", 1)), cfg.window_s * 1000)
+    return [None] if len(spans) == 1 else spans
 
 
 def cancel(task) -> None:
-    """Stop a decode task (a no-op when it has finished)."""
-    try:
-        ray.cancel(task, force=True)
-    except Exception:  # noqa: BLE001 - already finished
-        pass
+    """Stop a decode task, or a list of them (a no-op for those that have finished)."""
+    for t in task if isinstance(task, list) else [task]:
+        try:
+            ray.cancel(t, force=True)
+        except Exception:  # noqa: BLE001 - already finished
+            pass
 
 
 class DecodeFollower:

@@ -119,7 +119,7 @@ class Pipeline:
             return  # from a decode attempt that was started over
         match fed.message:
             case Opened() as m:
-                st.opened, st.node = m, m.node
+                st.opened, st.node, st.segments = m, m.node, m.segments
                 self.progress.source(st.source.id, st.source.location, m.info.duration_ms, self.cfg.window_s)
             case LiveFrame() as m:  # straight into the backbone's cache
                 self.backbones.stream_frame(st.source.id, m, st.opened.info.has_audio)

@@ -35,7 +35,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("status", pa.string()), ("error", pa.string()), ("windows", pa.int32()),
         ("corrupt_packets", pa.int64()), ("content_fingerprint", pa.string()), ("config_fingerprint", pa.string()),
         ("model", pa.string()), ("processed_at", pa.timestamp("ms")),  # UTC (naive: readers need no tz database)
-        ("decode_node", pa.string()),  # the Ray node id that decoded the source
+        ("decode_node", pa.string()),  # the Ray node id that decoded the source (its first segment's)
+        ("decode_segments", pa.int32()),  # decode tasks that cut its windows side by side (1: one pass)
     ]),
     "captions": pa.schema([("source_id", pa.string()), ("start_ms", pa.int64()), ("end_ms", pa.int64()),
                            ("frame_ms", pa.int64()), ("text", pa.string())]),
@@ -52,7 +53,7 @@ FILE_OF = {"sources": "source.parquet", **{t: f"{t}.parquet" for t in TABLES if 
 
 def source_row(source_id: str, path: str, info, *, status: str, error: str | None, windows: int,
                corrupt_packets: int = 0, content_fingerprint: str | None = None, config_fingerprint: str,
-               model: str, decode_node: str | None = None) -> dict:
+               model: str, decode_node: str | None = None, decode_segments: int | None = None) -> dict:
     """The one mapping from a source's header (operators.decode.SourceInfo, or None when it never
     opened) and its outcome to its ``sources`` row."""
     return dict(
@@ -64,6 +65,7 @@ def source_row(source_id: str, path: str, info, *, status: str, error: str | Non
         status=status, error=error, windows=windows, corrupt_packets=corrupt_packets,
         content_fingerprint=content_fingerprint, config_fingerprint=config_fingerprint, model=model,
         processed_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), decode_node=decode_node,
+        decode_segments=decode_segments,
     )
 
 

@@ -6,6 +6,7 @@ pts and an AVI, in both decode modes."""
 import hashlib
 import subprocess
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,3 +121,39 @@ def test_plan_segments():
     assert plan_segments(40 * 60_000, 0, 16, 30_000) == [(0, None)]  # off
     assert plan_segments(40 * 60_000, 10 * 60_000, 1, 30_000) == [(0, None)]  # one worker
     assert all(a % 30_000 == 0 for a, _ in plan_segments(37 * 60_000 + 1234, 7 * 60_000, 16, 30_000))
+
+
+def test_pipeline_decodes_a_long_file_in_segments(tmp_path, tiny_model):
+    """A file longer than two segments is decoded by tasks side by side (decode_segments > 1 in its
+    row) and every table equals a one-pass run's; a short file stays one pass."""
+    import duckdb
+    from click.testing import CliRunner
+
+    from onepass.pipeline.cli import main
+    from synth import tone
+
+    src = tmp_path / "in"
+    src.mkdir()
+    write_clip(src / "long.mp4", [40 * i for i in range(600)], Fraction(1, 1000), audio=tone(24.0, start_s=0.5, freq_hz=300))
+    write_clip(src / "short.mp4", [40 * i for i in range(100)], Fraction(1, 1000), audio=tone(4.0, start_s=0.5, freq_hz=500))
+    got = {}
+    for minutes in ("0", "0.1"):  # 0: never split; 0.1: 6-s segments (at most one per CPU), cut at 10 s (2 CPUs)
+        out = tmp_path / f"out{minutes}"
+        res = CliRunner().invoke(main, ["run", str(src), "-o", str(out), "--model", str(tiny_model), "--window-s", "5",
+                                        "--tasks", "captions,transcript", "--segment-minutes", minutes])
+        assert res.exit_code == 0, res.output
+        con = duckdb.connect()
+        got[minutes] = {t: con.execute(f"SELECT * FROM read_parquet('{out}/sources/*/{t}.parquet') ORDER BY ALL").fetchall()
+                        for t in ("captions", "transcripts", "speakers")}
+        got[minutes]["sources"] = con.execute(f"SELECT path, status, windows, duration_ms, decode_segments FROM "
+                                              f"read_parquet('{out}/sources/*/source.parquet') ORDER BY path").fetchall()
+    import ray
+
+    ray.shutdown()
+    segs = {Path(r[0]).name: r[4] for r in got["0.1"]["sources"]}
+    assert segs["long.mp4"] >= 2 and segs["short.mp4"] == 1, got["0.1"]["sources"]
+    assert all(r[4] == 1 for r in got["0"]["sources"])
+    assert [r[:4] for r in got["0.1"]["sources"]] == [r[:4] for r in got["0"]["sources"]]
+    assert got["0"]["captions"]
+    for t in ("captions", "transcripts", "speakers"):
+        assert got["0.1"][t] == got["0"][t], t
