@@ -117,16 +117,22 @@ def test_killing_an_actor_changes_nothing(inputs, clean, tmp_path, tiny_model, a
     assert tables(out) == clean  # row by row
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV])  # SIGSEGV: as if FFmpeg crashed
-def test_a_decode_worker_killed_mid_source_is_retried_and_changes_nothing(inputs, clean, tmp_path, tiny_model, sig):
+# SIGSEGV: as if FFmpeg crashed; segmented: each 12-s clip decoded as 2 segments side by side (one
+# of them killed: the whole file is decoded again), whose tables also equal the one-pass clean run's
+@pytest.mark.parametrize("sig,segment_minutes", [(signal.SIGKILL, "0"), (signal.SIGSEGV, "0"), (signal.SIGKILL, "0.05")],
+                         ids=["SIGKILL", "SIGSEGV", "SIGKILL-segmented"])
+def test_a_decode_worker_killed_mid_source_is_retried_and_changes_nothing(inputs, clean, tmp_path, tiny_model, sig, segment_minutes):
     out = tmp_path / "out"
-    proc = run_cli(inputs, out, tiny_model, "--workers", "1")
+    proc = run_cli(inputs, out, tiny_model, "--workers", "1", "--segment-minutes", segment_minutes)
     t = kill_when(proc, "ray::decode_source", sig=sig)  # inside the decode task (it runs well under 1 s on these clips; the old 0.5 s wait hit an idle worker)
     log = proc.communicate(timeout=600)[0]
     t.join()
     assert t.killed_ref.killed
     assert proc.returncode == 0, log
     assert tables(out) == clean  # the killed source was decoded again from the start: row by row equal
+    if segment_minutes != "0":
+        segments = duckdb.connect().execute(f"SELECT decode_segments FROM read_parquet('{out}/sources/*/source.parquet')").fetchall()
+        assert len(segments) == 3 and all(n >= 2 for (n,) in segments), segments
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
