@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,7 +39,7 @@ from onepass.pipeline.run import build_pipeline
 summary = build_pipeline(RunConfig(output=Path(out), tasks="", force=True, segment_s=segment_s)).run([path])
 assert summary.ok, summary.failed
 import duckdb
-row = duckdb.connect().execute(f"SELECT windows, decode_segments FROM read_parquet('{out}/sources/*/source.parquet')").fetchone()
+row = duckdb.connect().execute(f"SELECT windows, decode_segments FROM read_parquet('{out}/sources/*/source.parquet') WHERE path = ?", [path]).fetchone()
 print(json.dumps({"s": time.perf_counter() - t0, "windows": row[0], "segments": row[1]}))
 """
 
@@ -47,6 +48,7 @@ def run(path: Path, out: Path, segment_s: int, threads: str) -> dict:
     env = dict(os.environ)
     if threads != "auto":
         env["ONEPASS_DECODE_THREADS"] = threads
+    shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, "-c", CHILD, str(path), str(out), str(segment_s)], capture_output=True, text=True, env=env)
     if res.returncode:
