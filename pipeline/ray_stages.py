@@ -138,16 +138,26 @@ def start_decode(source: Source, cfg: RunConfig, segment: tuple[int, int | None]
     return decode_source.options(**options).remote(source, cfg, segment)
 
 
+MIN_VIDEO_BYTES_PER_S = 4096  # 32 kbit/s: a file smaller than two segments at this rate is too short to split
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _video_duration_ms(location: str) -> int | None:
+    with MediaReader(location, audio=False) as media:
+        return media.info.duration_ms
+
+
 def plan_decode(source: Source, cfg: RunConfig) -> list[tuple[int, int | None] | None]:
     """The decode tasks of ``source``: [None] (one pass), or the segments of a long file
-    (operators.decode.plan_segments), at most one per CPU of the cluster. A file this machine
-    cannot open is one pass: its decode task says what is wrong with it."""
-    if source.is_stream or not cfg.segment_s or not os.path.isfile(source.location):
+    (operators.decode.plan_segments), at most one per CPU of the cluster. The header is read in a
+    worker, never in the driver (a hostile file must not take the driver down); a file that
+    cannot be read there is one pass, and its decode task says what is wrong with it."""
+    if source.is_stream or not cfg.segment_s or not os.path.isfile(source.location) \
+            or os.path.getsize(source.location) < 2 * cfg.segment_s * MIN_VIDEO_BYTES_PER_S:
         return [None]
     try:
-        with MediaReader(source.location, mode=cfg.decode_mode) as media:
-            duration_ms = media.info.duration_ms if media.info.has_video else None  # audio alone is cheap
-    except DecodeError:
+        duration_ms = ray.get(_video_duration_ms.remote(source.location), timeout=60)
+    except Exception:  # noqa: BLE001 - no video, unreadable, or the worker died: one pass decides
         return [None]
     spans = plan_segments(duration_ms, cfg.segment_s * 1000, int(ray.cluster_resources().get("CPU", 1)), cfg.window_s * 1000)
     return [None] if len(spans) == 1 else spans
