@@ -46,7 +46,10 @@ def sources(out: Path) -> list[tuple]:
 
 
 def window_folders(out: Path) -> list[Path]:
-    return sorted(p for p in (out / "sources").glob("*~w*") if (p / "source.parquet").exists() or any(p.glob("*.parquet")))
+    """Committed window folders: not the hidden .NAME.tmp a commit stages in (pathlib's * matches
+    it; CI once counted a window mid-commit and expected the stopped row to count it too)."""
+    return sorted(p for p in (out / "sources").glob("*~w*")
+                  if not p.name.startswith(".") and ((p / "source.parquet").exists() or any(p.glob("*.parquet"))))
 
 
 def send(ts: Path, url: str, *, loop: bool = False) -> subprocess.Popen:
