@@ -83,8 +83,17 @@ def check_folder(path: Path) -> None:
         raise ModelLoadError(path, "no tokenizer (tokenizer.json or tokenizer.model)")
 
 
-def load_backbone(path: str | os.PathLike | None = None, *, device: str | None = None, dtype: str | None = None) -> Backbone:
-    """Load the checkpoint at ``path`` (default: the bundled small model)."""
+ATTENTION = ("sdpa", "eager")  # "sdpa" (the default) equals "eager", the reference, on the tiny golden request
+# (tests/test_backbone.py). flex_attention (block masks, no materialised mask) is not offered: torch
+# 2.13's CPU inductor fails to compile its kernel, and it has had no GPU run here.
+
+
+def load_backbone(path: str | os.PathLike | None = None, *, device: str | None = None, dtype: str | None = None,
+                  attention: str = "sdpa") -> Backbone:
+    """Load the checkpoint at ``path`` (default: the bundled small model), with the attention
+    kernel ``attention`` (one of ATTENTION)."""
+    if attention not in ATTENTION:
+        raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
     from transformers import AutoTokenizer, Gemma4UnifiedForConditionalGeneration
 
     path = Path(path) if path is not None else DEFAULT_MODEL_DIR
@@ -94,7 +103,7 @@ def load_backbone(path: str | os.PathLike | None = None, *, device: str | None =
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **common)
         model = Gemma4UnifiedForConditionalGeneration.from_pretrained(
-            path, use_safetensors=True, dtype=dt, **common
+            path, use_safetensors=True, dtype=dt, attn_implementation=attention, **common
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(path, f"cannot load: {exc}") from exc

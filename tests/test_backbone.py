@@ -184,3 +184,23 @@ def test_remote_code_in_a_model_folder_is_never_run(tmp_path, tiny_model):
 def test_device_and_dtype_overrides(tiny_model):
     bb = load_backbone(tiny_model, device="cpu", dtype="bfloat16")
     assert bb.dtype == torch.bfloat16 and next(bb.model.parameters()).dtype == torch.bfloat16
+
+
+def test_sdpa_attention_equals_the_eager_reference(reference, tiny_model):
+    """The loader's attention kernel (SDPA) gives the eager reference's logits (float32 rounding) and
+    greedy tokens on the reference request."""
+    meta, z, sdpa = reference
+    assert sdpa.model.config.text_config._attn_implementation == "sdpa"
+    eager = load_backbone(tiny_model, device="cpu", attention="eager")
+    assert eager.model.config.text_config._attn_implementation == "eager"
+    w = reference_window(meta, z)
+    got = {}
+    for name, backbone in (("sdpa", sdpa), ("eager", eager)):
+        runner = Runner(backbone)
+        batch = runner.prefill([w])
+        first = runner.append_text(batch, runner.prompts.suffix(meta["prompt"], True, True))
+        got[name] = first[0].numpy(), runner.greedy(batch, first, max_new_tokens=12)[0]
+    assert np.abs(got["sdpa"][0] - got["eager"][0]).max() < 1e-5  # measured 3.6e-7
+    assert got["sdpa"][1] == got["eager"][1] and got["sdpa"][1]
+    with pytest.raises(ValueError, match="attention must be one of"):
+        load_backbone(tiny_model, device="cpu", attention="flash")
