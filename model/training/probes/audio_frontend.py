@@ -1,0 +1,216 @@
+"""Research probe (not part of the package; session 5's note on issue 11 has the figures):
+
+    python model/training/probes/make_utterances.py /tmp/utt.pkl     # 4,000 domain utterances (~370 MB)
+    UTT=/tmp/utt.pkl LR=1e-3 python model/training/probes/audio_frontend.py lmsparse_cl 250
+
+Word CTC on domain utterances (3,850 train / 150 held out) through layers built as Gemma 4's decoder layer is
+(RMSNorm with weights, sandwich norms, q/k norms, GeGLU with tanh-gelu, no biases anywhere).
+Variants:
+  dft     audio projection = Fourier basis (60 mel-spaced freqs, cos+sin), default layers
+  hand    dft + layer 0 MLP built to square-and-sum (band power, exact: gelu(a)a + gelu(-a)(-a) = a^2)
+          and write a constant (sum of all powers is fixed by the RMSNorm); layer 1 MLP built to
+          compress each band's power relative to the constant: sum_j min(r, t_j)/t_j ~ log r
+  logmel  fixed log-mel of the same 60 freqs, linear in (upper bound)
+"""
+import sys, time, json, pickle, numpy as np, torch, torch.nn as nn, torch.nn.functional as F
+torch.set_num_threads(1)
+variant, steps = sys.argv[1], int(sys.argv[2])
+data = pickle.load(open(__import__('os').environ.get('UTT', '/root/probe/data4k.pkl'), 'rb'))
+vocab = sorted({w for _, ws in data for w in ws}); idx = {w: i + 1 for i, w in enumerate(vocab)}
+train, test = data[:-150], data[-150:]
+H, I, NH, HD, NB = 256, 1024, 4, 64, 60
+P0, C0, L0 = 2 * NB, 3 * NB, 3 * NB + 1          # power dims, constant dim, log dims
+TH = [10 ** (j / 2 - 3) for j in range(8)]      # thresholds on relative band power
+
+
+def dft_rows(k):
+    mel = np.linspace(2595*np.log10(1+60/700), 2595*np.log10(1+7600/700), k); fr = 700*(10**(mel/2595)-1)
+    n = np.arange(640); win = np.hanning(640); ph = 2*np.pi*fr[:, None]*n/16000
+    c, s = win*np.cos(ph), win*np.sin(ph)
+    return c / np.linalg.norm(c, axis=1, keepdims=True), s / np.linalg.norm(s, axis=1, keepdims=True)
+
+
+C, S_ = dft_rows(NB)
+
+
+class RMS(nn.Module):
+    def __init__(s, d, w=1.0):
+        super().__init__(); s.weight = nn.Parameter(torch.full((d,), float(w)))
+    def forward(s, x):
+        return x * torch.pow(x.pow(2).mean(-1, keepdim=True) + 1e-6, -0.5) * s.weight
+
+
+def rope(x):
+    T, d = x.shape[-2], x.shape[-1]
+    inv = 1.0 / (10000 ** (torch.arange(0, d, 2).float() / d)); a = torch.arange(T).float()[:, None] * inv
+    cos, sin = torch.cos(a).repeat(1, 2), torch.sin(a).repeat(1, 2)
+    x1, x2 = x[..., :d // 2], x[..., d // 2:]
+    return x * cos + torch.cat([-x2, x1], -1) * sin
+
+
+class Layer(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.n_in, s.n_pa, s.n_pf, s.n_pff = RMS(H), RMS(H), RMS(H), RMS(H)
+        s.q, s.k, s.v = (nn.Linear(H, NH * HD, bias=False) for _ in range(3))
+        s.o = nn.Linear(NH * HD, H, bias=False)
+        s.qn, s.kn = RMS(HD, HD ** -0.25), RMS(HD, HD ** -0.25)
+        s.gate, s.up, s.down = nn.Linear(H, I, bias=False), nn.Linear(H, I, bias=False), nn.Linear(I, H, bias=False)
+        for lin in (s.q, s.k, s.v, s.o, s.gate, s.up, s.down):
+            nn.init.normal_(lin.weight, std=0.02)
+    def forward(s, h, mask):
+        B, T, _ = h.shape; x = s.n_in(h)
+        q = rope(s.qn(s.q(x).view(B, T, NH, HD)).transpose(1, 2)); k = rope(s.kn(s.k(x).view(B, T, NH, HD)).transpose(1, 2))
+        v = s.v(x).view(B, T, NH, HD).transpose(1, 2)
+        a = torch.softmax(q @ k.transpose(-1, -2) + mask, -1) @ v
+        h = h + s.n_pa(s.o(a.transpose(1, 2).reshape(B, T, NH * HD)))
+        x = s.n_pf(h)
+        return h + s.n_pff(s.down(F.gelu(s.gate(x), approximate='tanh') * s.up(x)))
+
+
+class M(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.register_buffer('C', torch.tensor(C, dtype=torch.float32)); s.register_buffer('S', torch.tensor(S_, dtype=torch.float32))
+        if variant == 'logmel':
+            s.proj = nn.Linear(NB, H, bias=False)
+        else:
+            s.proj = nn.Linear(640, H, bias=False)
+            w = np.zeros((H, 640)); w[:NB] = C; w[NB:2 * NB] = S_
+            s.proj.weight.data = torch.tensor(w, dtype=torch.float32)
+        s.register_buffer('R', torch.randn(NB, H, generator=torch.Generator().manual_seed(3)) / NB ** 0.5 * 0.58)
+        s.layers = nn.ModuleList(Layer() for _ in range(6)); s.norm = RMS(H); s.out = nn.Linear(H, len(vocab) + 1)
+        if variant in ('hand', 'hand2', 'hand3'):
+            s.hand()
+
+    @torch.no_grad()
+    def hand(s):
+        l0, l1 = s.layers[0], s.layers[1]
+        for L in (l0, l1):
+            L.n_pa.weight.zero_()                     # attention of layers 0-1 starts silent (learns to speak)
+        g, u, d = l0.gate.weight, l0.up.weight, l0.down.weight
+        for k in range(NB):
+            for j, (dim, sign) in enumerate([(k, 1), (k, -1), (NB + k, 1), (NB + k, -1)]):
+                r = 4 * k + j; g[r].zero_(); u[r].zero_(); g[r, dim] = sign; u[r, dim] = sign
+                d[:, r].zero_(); d[P0 + k, r] = 1.0; d[C0, r] = 1.0 / NB
+        d[:, 4 * NB:] *= 0.1
+        g, u, d = l1.gate.weight, l1.up.weight, l1.down.weight
+        kappa, B = float(__import__("os").environ.get("KAPPA", "5")), float(__import__("os").environ.get("BB", "10"))
+        for k in range(NB):
+            r = 9 * k; g[r].zero_(); u[r].zero_(); g[r, C0] = B; u[r, P0 + k] = 1.0
+            d[:, r].zero_(); d[L0 + k, r] = sum(1 / t for t in TH) / B
+            for j, t in enumerate(TH):
+                r = 9 * k + 1 + j; g[r].zero_(); u[r].zero_(); g[r, P0 + k] = kappa / t; g[r, C0] = -kappa; u[r, C0] = 1.0
+                d[:, r].zero_(); d[L0 + k, r] = -1.0 / kappa
+        d[:, 9 * NB:] *= 0.1
+        l1.n_pff.weight[L0:L0 + NB] = 3.0
+        if variant == 'hand3':  # hand2, and the log dims centred over bands (down_proj: delta_jk - 1/NB)
+            block = d[L0:L0 + NB, :9 * NB].clone()
+            d[L0:L0 + NB, :9 * NB] = block - block.mean(0, keepdim=True)
+        if variant in ('hand2', 'hand3'):  # a constant dominates the MLP output, so its RMSNorm keeps L's scale frame to frame
+            r, K = 9 * NB, L0 + NB
+            g[r].zero_(); u[r].zero_(); g[r, C0] = B; u[r, C0] = 1.0; d[:, r].zero_(); d[K, r] = 80.0 / B
+            l1.n_pff.weight[K] = 0.0
+            l1.n_pff.weight[L0:L0 + NB] = 15.0
+
+    def front(s, x):
+        return s.front0(x) * float(__import__("os").environ.get("SCALE", "1"))
+
+    def front0(s, x):
+        x = x / torch.sqrt((x * x).mean(-1, keepdim=True) + 1e-6)
+        if variant == 'logmel':
+            p = (x @ s.C.T) ** 2 + (x @ s.S.T) ** 2
+            return s.proj(torch.log(p + 1e-3))
+        if variant == 'lmdense_fixed':  # the log features through a FIXED random dense projection
+            p = (x @ s.C.T) ** 2 + (x @ s.S.T) ** 2
+            return torch.log(p + 1e-3) @ s.R
+        if variant == 'lmdense_rel':  # lmsparse's features (log10 relative power + 4) through the fixed projection
+            p = (x @ s.C.T) ** 2 + (x @ s.S.T) ** 2
+            return ((torch.log10(p / (p.mean(-1, keepdim=True) + 1e-9) + 1e-4) + 4) * (p.sum(-1, keepdim=True) > 0)) @ s.R
+        if variant == 'lmsparse_ln':  # lmdense_fixed's features (ln(p + 1e-3)) in fixed sparse dims
+            p = (x @ s.C.T) ** 2 + (x @ s.S.T) ** 2
+            h = torch.zeros(*x.shape[:-1], H)
+            h[..., L0:L0 + NB] = torch.log(p + 1e-3)
+            return h
+        if variant == 'lmsparse_c':  # lmsparse's features centred per frame (mean over bands removed)
+            p = (x @ s.C.T) ** 2 + (x @ s.S.T) ** 2
+            lg = torch.log10(p / (p.mean(-1, keepdim=True) + 1e-9) + 1e-4)
+            h = torch.zeros(*x.shape[:-1], H)
+            h[..., L0:L0 + NB] = (lg - lg.mean(-1, keepdim=True)) * (p.sum(-1, keepdim=True) > 0)
+            return h
+        if variant == 'lmsparse_cl':  # lmsparse_c plus the frame's level: ln of its mean band power, in one more dim
+            p = (x @ s.C.T) ** 2 + (x @ s.S.T) ** 2
+            lg = torch.log10(p / (p.mean(-1, keepdim=True) + 1e-9) + 1e-4)
+            h = torch.zeros(*x.shape[:-1], H)
+            h[..., L0:L0 + NB] = (lg - lg.mean(-1, keepdim=True)) * (p.sum(-1, keepdim=True) > 0)
+            h[..., L0 + NB] = torch.log(p.mean(-1) + 1e-3)
+            return h
+        if variant in ('lmsparse', 'lmplus_e'):  # log rel. power as hand2 places it (dims L0..), alone or beside e
+            p = (x @ s.C.T) ** 2 + (x @ s.S.T) ** 2
+            lg = (torch.log10(p / (p.mean(-1, keepdim=True) + 1e-9) + 1e-4) + 4) * (p.sum(-1, keepdim=True) > 0)
+            h = torch.zeros(*x.shape[:-1], H)
+            h[..., L0:L0 + NB] = lg
+            return h + (s.proj(x) if variant == 'lmplus_e' else 0)
+        return s.proj(x)
+
+    def forward(s, x):
+        h = s.front(x); T = h.shape[1]; mask = torch.triu(torch.full((T, T), float('-inf')), 1)
+        for L in s.layers:
+            h = L(h, mask)
+        return s.out(s.norm(h))
+
+
+torch.manual_seed(0); m = M()
+if __import__("os").environ.get("FREEZE"):  # the built front end stays as built
+    for L in m.layers[:2]:
+        for lin in (L.gate, L.up, L.down):
+            lin.weight.requires_grad_(False)
+    m.proj.weight.requires_grad_(False)
+opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], float(__import__("os").environ.get("LR", "1e-3")))
+
+
+def batch(items):
+    T = max(f.shape[0] for f, _ in items); x = torch.zeros(len(items), T, 640)
+    for i, (f, _) in enumerate(items): x[i, :f.shape[0]] = torch.tensor(f.astype(np.float32))
+    return x, torch.tensor([idx[w] for _, ws in items for w in ws]), torch.tensor([f.shape[0] for f, _ in items]), torch.tensor([len(ws) for _, ws in items])
+
+
+def check_hand():
+    """The built layers compute what they claim: layer-1 log dims vs log of relative band power."""
+    x, _, il, _ = batch(test[:4]); xn = x / torch.sqrt((x * x).mean(-1, keepdim=True) + 1e-6)
+    p = (xn @ m.C.T) ** 2 + (xn @ m.S.T) ** 2
+    h = m.front(x); T = h.shape[1]; mask = torch.triu(torch.full((T, T), float('-inf')), 1)
+    h = m.layers[1](m.layers[0](h, mask), mask)
+    lg = h[..., L0:L0 + NB]; ref = torch.log10(p / (p.mean(-1, keepdim=True) + 1e-9) + 1e-4)
+    keep = (torch.arange(T)[None, :] < il[:, None]) & (p.sum(-1) > 1e-3)
+    a, b = lg[keep].flatten(), ref[keep].flatten()
+    per_frame = [float(torch.corrcoef(torch.stack([lg[keep][i], ref[keep][i]]))[0, 1]) for i in range(0, int(keep.sum()), 7)]
+    print(json.dumps({"check": "median per-frame corr", "r": round(float(np.median(per_frame)), 3)}), flush=True)
+    print(json.dumps({"check": "corr(log dims, log10 rel power)", "r": round(float(torch.corrcoef(torch.stack([a, b]))[0, 1]), 3)}), flush=True)
+
+
+def wer():
+    import jiwer; m.eval(); hyps, refs = [], []
+    with torch.no_grad():
+        for i in range(0, len(test), 25):
+            items = test[i:i+25]; x, _, il, _ = batch(items); p = m(x).argmax(-1)
+            for j, (f, ws) in enumerate(items):
+                o, prev = [], 0
+                for c in p[j, :il[j]].tolist():
+                    if c != prev and c: o.append(vocab[c-1])
+                    prev = c
+                hyps.append(' '.join(o) or 'x'); refs.append(' '.join(ws))
+    m.train(); return jiwer.wer(refs, hyps)
+
+
+if variant in ('hand', 'hand2', 'hand3'):
+    with torch.no_grad():
+        check_hand()
+rng = np.random.default_rng(0); t0 = time.time()
+for step in range(steps + 1):
+    items = [train[i] for i in rng.integers(0, len(train), 16)]
+    x, tg, il, tl = batch(items)
+    loss = F.ctc_loss(m(x).log_softmax(-1).transpose(0, 1), tg, il, tl, zero_infinity=True)
+    opt.zero_grad(); loss.backward(); nn.utils.clip_grad_norm_(m.parameters(), 1.0); opt.step()
+    if step % 250 == 0:
+        print(json.dumps({"v": variant, "step": step, "loss": round(loss.item(), 3), "test_wer": round(wer(), 3), "s": round(time.time() - t0)}), flush=True)
