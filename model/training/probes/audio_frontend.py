@@ -11,6 +11,9 @@ Variants:
           and write a constant (sum of all powers is fixed by the RMSNorm); layer 1 MLP built to
           compress each band's power relative to the constant: sum_j min(r, t_j)/t_j ~ log r
   logmel  fixed log-mel of the same 60 freqs, linear in (upper bound)
+  hand2..hand5  the built front end with a consistent scale (2), centred (3), keeping the level (4), both (5)
+  lmsparse, lmsparse_c, lmsparse_cl, lmsparse_ln, lmsparse_ln_e, lmplus_e, lmdense_fixed, lmdense_rel:
+          log features given at the input, in fixed dims or through a fixed random projection (see front0)
 """
 import sys, time, json, pickle, numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 torch.set_num_threads(1)
@@ -20,7 +23,8 @@ vocab = sorted({w for _, ws in data for w in ws}); idx = {w: i + 1 for i, w in e
 train, test = data[:-150], data[-150:]
 H, I, NH, HD, NB = 256, 1024, 4, 64, 60
 P0, C0, L0 = 2 * NB, 3 * NB, 3 * NB + 1          # power dims, constant dim, log dims
-TH = [10 ** (j / 2 - 3) for j in range(8)]      # thresholds on relative band power
+TH = [10 ** (j / 2 - 3) for j in range(8)]
+REF = 3 * NB + 2 + NB  # dims REF..H-1: layer 0's attention output (hand4)      # thresholds on relative band power
 
 
 def dft_rows(k):
@@ -80,7 +84,7 @@ class M(nn.Module):
             s.proj.weight.data = torch.tensor(w, dtype=torch.float32)
         s.register_buffer('R', torch.randn(NB, H, generator=torch.Generator().manual_seed(3)) / NB ** 0.5 * 0.58)
         s.layers = nn.ModuleList(Layer() for _ in range(6)); s.norm = RMS(H); s.out = nn.Linear(H, len(vocab) + 1)
-        if variant in ('hand', 'hand2', 'hand3'):
+        if variant in ('hand', 'hand2', 'hand3', 'hand4', 'hand5'):
             s.hand()
 
     @torch.no_grad()
@@ -104,14 +108,27 @@ class M(nn.Module):
                 d[:, r].zero_(); d[L0 + k, r] = -1.0 / kappa
         d[:, 9 * NB:] *= 0.1
         l1.n_pff.weight[L0:L0 + NB] = 3.0
-        if variant == 'hand3':  # hand2, and the log dims centred over bands (down_proj: delta_jk - 1/NB)
+        if variant in ('hand4', 'hand5'):  # keep the level: layer 0's attention output (RMS fixed by its post-norm) lands
+            # in dims REF.. only, and the constant is its squared size, not the audio's own
+            l0.n_pa.weight.fill_(1.0)
+            l0.o.weight[:REF].zero_()
+            g0, u0, d0 = l0.gate.weight, l0.up.weight, l0.down.weight
+            d0[C0, :4 * NB] = 0.0
+            for j, dim in enumerate(range(REF, H)):
+                for sgn, r in ((1, 4 * NB + 2 * j), (-1, 4 * NB + 2 * j + 1)):
+                    g0[r].zero_(); u0[r].zero_(); g0[r, dim] = sgn; u0[r, dim] = sgn; d0[:, r].zero_(); d0[C0, r] = 1.0 / NB
+        if variant in ('hand3', 'hand5'):  # hand2, and the log dims centred over bands (down_proj: delta_jk - 1/NB)
             block = d[L0:L0 + NB, :9 * NB].clone()
             d[L0:L0 + NB, :9 * NB] = block - block.mean(0, keepdim=True)
-        if variant in ('hand2', 'hand3'):  # a constant dominates the MLP output, so its RMSNorm keeps L's scale frame to frame
+            if variant == 'hand5':  # hand4's level kept apart: the bands' mean in one dim of its own (H-1, in REF..)
+                d[H - 1, :9 * NB] = block.mean(0)
+        if variant in ('hand2', 'hand3', 'hand4', 'hand5'):  # a constant dominates the MLP output, so its RMSNorm keeps L's scale frame to frame
             r, K = 9 * NB, L0 + NB
             g[r].zero_(); u[r].zero_(); g[r, C0] = B; u[r, C0] = 1.0; d[:, r].zero_(); d[K, r] = 80.0 / B
             l1.n_pff.weight[K] = 0.0
             l1.n_pff.weight[L0:L0 + NB] = 15.0
+            if variant == 'hand5':
+                l1.n_pff.weight[H - 1] = 15.0
 
     def front(s, x):
         return s.front0(x) * float(__import__("os").environ.get("SCALE", "1"))
@@ -127,11 +144,11 @@ class M(nn.Module):
         if variant == 'lmdense_rel':  # lmsparse's features (log10 relative power + 4) through the fixed projection
             p = (x @ s.C.T) ** 2 + (x @ s.S.T) ** 2
             return ((torch.log10(p / (p.mean(-1, keepdim=True) + 1e-9) + 1e-4) + 4) * (p.sum(-1, keepdim=True) > 0)) @ s.R
-        if variant == 'lmsparse_ln':  # lmdense_fixed's features (ln(p + 1e-3)) in fixed sparse dims
+        if variant in ('lmsparse_ln', 'lmsparse_ln_e'):  # ln(p + 1e-3) in fixed sparse dims (_e: beside the Fourier embedding)
             p = (x @ s.C.T) ** 2 + (x @ s.S.T) ** 2
             h = torch.zeros(*x.shape[:-1], H)
             h[..., L0:L0 + NB] = torch.log(p + 1e-3)
-            return h
+            return h + (s.proj(x) if variant == 'lmsparse_ln_e' else 0)
         if variant == 'lmsparse_c':  # lmsparse's features centred per frame (mean over bands removed)
             p = (x @ s.C.T) ** 2 + (x @ s.S.T) ** 2
             lg = torch.log10(p / (p.mean(-1, keepdim=True) + 1e-9) + 1e-4)
@@ -203,7 +220,7 @@ def wer():
     m.train(); return jiwer.wer(refs, hyps)
 
 
-if variant in ('hand', 'hand2', 'hand3'):
+if variant in ('hand', 'hand2', 'hand3', 'hand4', 'hand5'):
     with torch.no_grad():
         check_hand()
 rng = np.random.default_rng(0); t0 = time.time()
