@@ -10,8 +10,7 @@ import threading
 import time
 
 from .config import RunConfig
-from .messages import Closed, Failed, Fed, Restart
-from .messages import Finished, Opened
+from .messages import Closed, Failed, Fed, Finished, Opened, Restart
 from .ray_stages import DecodeFollower, cancel, plan_decode, start_decode
 from .sources import Source
 
