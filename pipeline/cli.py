@@ -257,3 +257,66 @@ def evaluate_cmd(output, model, n_clips, seed, speech_dir, window_s):
 
 if __name__ == "__main__":
     main()
+
+
+@main.command(epilog="""\b
+Examples:
+  onepass run clips/ -o out                           # then correct out/sources/*/*.parquet
+  onepass finetune out -o my-model                     # the bundled model, all weights
+  onepass finetune out -o my-12b --model /models/gemma-4-12B-it --device cuda   # LoRA, merged on export
+  onepass run new-clips/ -o out2 --model my-model
+\b
+A rerun with the same -o resumes from OUTPUT.state (checkpoints every --save-every-min).
+Exit status: 0 done, 1 some sources were skipped, 2 usage error or nothing to train on.""")
+@click.argument("labelled", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Folder of the new model (a Hugging Face folder --model accepts).")
+@click.option("--model", "base", type=click.Path(path_type=Path), default=None, help="Checkpoint to start from (default: the bundled model).")
+@click.option("--media", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Where to look for clips that are not at the sources table's path (by file name; repeatable).")
+@click.option("--method", type=click.Choice(["auto", "full", "lora"]), default="auto", show_default=True,
+              help="full: every weight; lora: PEFT adapters on the decoder's linear layers, merged on export; auto: lora above 1 B parameters.")
+@click.option("--steps", type=int, default=200, show_default=True, help="Optimizer steps.")
+@click.option("--batch", type=int, default=4, show_default=True, help="Labelled windows per step.")
+@click.option("--lr", type=float, default=None, help="Peak learning rate (default: 1e-4 full, 2e-4 LoRA).")
+@click.option("--heldout", type=float, default=0.2, show_default=True, help="Share held out to measure (whole sources when there are two or more).")
+@click.option("--window-s", type=int, default=None, help="Default: the base model's own.")
+@click.option("--device", default=None, help="cpu, cuda ... (default: cuda if available).")
+@click.option("--minutes", type=float, default=None, help="Stop (checkpoint and export) after this long; a rerun resumes.")
+@click.option("--save-every-min", type=float, default=10.0, show_default=True)
+@click.option("--eval-every", type=int, default=50, show_default=True, help="Held-out loss every this many steps (in OUTPUT.state/log.jsonl).")
+def finetune(labelled, output, base, media, method, steps, batch, lr, heldout, window_s, device, minutes, save_every_min, eval_every):
+    """Fine-tune a model on LABELLED: an output folder of `onepass run` whose captions and transcripts
+    tables hold the truth (corrected by hand or written in the same format). One pass trains vision,
+    audio and text together: the targets are the runner's own prompts and formats."""
+    import json
+
+    import torch
+
+    from onepass.model.meta import DEFAULT_MODEL_DIR, model_window_s
+    from onepass.model.training.finetune import FinetuneConfig
+    from onepass.model.training.finetune import finetune as run_finetune
+
+    from .finetune import labelled_windows, read_labelled, report, split_heldout
+
+    base = Path(base) if base else DEFAULT_MODEL_DIR
+    window = window_s or model_window_s(base)
+    sources, problems = read_labelled(labelled, list(media))
+    report(problems)
+    per_source, bad = labelled_windows(sources, window)
+    report(bad)
+    train, held = split_heldout(per_source, heldout)
+    if not train:
+        raise click.UsageError(f"{labelled}: no labelled windows to train on")
+    if lr is None:
+        lr = 2e-4 if method == "lora" else 1e-4
+    cfg = FinetuneConfig(steps=steps, batch=batch, lr=lr, method=method)
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        result = run_finetune(train, held, base, output, output.with_name(output.name + ".state"), cfg, device=dev,
+                              minutes=minutes, save_every_min=save_every_min, eval_every=eval_every, window_s=window)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(json.dumps(result, indent=1))
+    if not result["done"]:
+        click.echo(f"stopped at step {result['step']} of {steps}: rerun the same command to go on", err=True)
+    sys.exit(1 if problems or bad else 0)

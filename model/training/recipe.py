@@ -34,7 +34,6 @@ import copy
 import json
 import math
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from ..meta import MODEL_META
 from ..prompt import AUDIO, VIDEO
 from . import samples as S
 from .build import export_hf
+from .loop import Loop
 
 __all__ = ["Recipe", "build_model", "cool_init", "step_losses", "main"]
 
@@ -349,18 +349,7 @@ def export(model, base: Path, out_dir: Path, recipe: Recipe, note: dict | None =
     return out_dir
 
 
-# -- the loop -------------------------------------------------------------------------------------
-def _stop_on_signals():
-    import signal
-    import threading
-
-    stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-    return stop
-
-
+# -- the loop (model/training/loop.py, shared with onepass finetune) ------------------------------
 def _decay_groups(model, wd: float):
     decay, rest = [], []
     for name, p in model.named_parameters():
@@ -400,26 +389,6 @@ def _reinit_audio(model, ema, opt) -> None:
     dft_audio_init(ema, norm)
     opt.state.pop(w, None)  # fresh Adam moments for the new basis
     print(f"audio projection restarted from the Fourier basis (row norm {norm:.3f})", flush=True)
-
-
-def _train_step(model, ema, opt, batches: dict, recipe: Recipe, step: int, dev, sums: dict, heads=None) -> float:
-    """One optimizer step over the step's sub-batches; adds each loss to ``sums``; returns the grad norm."""
-    for g in opt.param_groups:
-        g["lr"] = recipe.lr_at(step)
-    opt.zero_grad(set_to_none=True)
-    for kind, batch in batches.items():
-        batch = {k: ([t.to(dev) for t in v] if isinstance(v, list) else v.to(dev)) for k, v in batch.items()}
-        losses = step_losses(model, batch, recipe, heads)
-        total(losses, recipe).backward()
-        for k, v in losses.items():
-            sums[f"{kind[0]}_{k}"] = sums.get(f"{kind[0]}_{k}", 0.0) + float(v.detach())
-    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip)
-    opt.step()
-    with torch.no_grad():
-        d = min(recipe.ema, (1 + step) / (10 + step))
-        for pe, pm in zip(ema.parameters(), model.parameters()):
-            pe.lerp_(pm, 1 - d)
-    return float(gnorm)
 
 
 def _measure(ema, tok, base, recipe: Recipe, step: int, n: int) -> dict:
@@ -471,40 +440,18 @@ def main(argv=None) -> int:
     loader = torch.utils.data.DataLoader(_Stream(base, recipe, step, args.batch_scale), batch_size=None,
                                          num_workers=args.workers, prefetch_factor=2 if args.workers else None,
                                          persistent_workers=bool(args.workers))
-    log = open(args.out / "log.jsonl", "a")
 
-    def record(rec: dict) -> None:
-        print(json.dumps(rec), flush=True)
-        log.write(json.dumps(rec) + "\n")
-        log.flush()
+    def checkpoint(at: int, spent: float) -> None:
+        save(ckpt, model, ema, opt, at, recipe, spent, heads)
+        export(ema, base, args.out / "export", recipe, {"step": at})
 
-    t0, t_saved = time.time() - spent_s, time.time()
-    stop_at = time.time() + args.minutes * 60 if args.minutes else None
-    stop = _stop_on_signals()  # SIGTERM / Ctrl-C: finish the step, checkpoint, export, exit
-    sums: dict[str, float] = {}
-    count = 0
-    model.train()
-    for got_step, batches in loader:
-        assert got_step == step, (got_step, step)
-        if stop.is_set() or (stop_at and time.time() >= stop_at) or (args.max_steps is not None and step >= args.max_steps):
-            break
-        gnorm = _train_step(model, ema, opt, batches, recipe, step, torch.device(args.device), sums, heads)
-        step, count = step + 1, count + 1
-        if step % 10 == 0 or step == 1:
-            record({"step": step, "stage": recipe.stage(step - 1), "min": round((time.time() - t0) / 60, 2),
-                    "lr": round(recipe.lr_at(step - 1), 6), "gnorm": round(gnorm, 3), **{k: round(v / count, 4) for k, v in sorted(sums.items())}})
-            sums, count = {}, 0
-        if step % args.eval_every == 0:
-            record({"step": step, "eval": _measure(ema, tok, base, recipe, step, args.eval_items), "min": round((time.time() - t0) / 60, 2)})
-            model.train()
-        if time.time() - t_saved > args.save_every_min * 60:
-            save(ckpt, model, ema, opt, step, recipe, time.time() - t0, heads)
-            export(ema, base, args.out / "export", recipe, {"step": step})
-            t_saved = time.time()
-            print(f"checkpoint at step {step}", flush=True)
-    save(ckpt, model, ema, opt, step, recipe, time.time() - t0, heads)
-    export(ema, base, args.out / "export", recipe, {"step": step})
-    print(f"stopped at step {step} after {(time.time() - t0) / 60:.1f} min; exported {args.out / 'export'}", flush=True)
+    loop = Loop(model=model, opt=opt, ema=ema, ema_decay=recipe.ema, clip=recipe.clip, device=torch.device(args.device),
+                losses=lambda m, b: step_losses(m, b, recipe, heads), total=lambda losses: total(losses, recipe),
+                lr_at=recipe.lr_at, save=checkpoint, stage=recipe.stage,
+                evaluate=lambda at: _measure(ema, tok, base, recipe, at, args.eval_items))
+    step = loop.run(loader, step=step, spent_s=spent_s, log_path=args.out / "log.jsonl", max_steps=args.max_steps,
+                    minutes=args.minutes, save_every_min=args.save_every_min, eval_every=args.eval_every)
+    print(f"exported {args.out / 'export'} (step {step})", flush=True)
     return 0
 
 
