@@ -29,7 +29,10 @@ from .load import Backbone
 from .records import Window
 from .prompt import AUDIO, TEXT, VIDEO, Layout, PromptBuilder
 
-__all__ = ["Window", "Runner", "StreamSession", "Throughput"]
+__all__ = ["Window", "Runner", "StreamSession", "Throughput", "CACHES"]
+
+CACHES = ("dynamic", "static")  # KV cache kinds; static equals dynamic on the tiny golden request (tests/test_backbone.py)
+_SUFFIX_ROOM = 64  # tokens a task prompt may add after the media (the default prompts take ~15)
 
 
 @dataclass
@@ -56,7 +59,11 @@ class _Batch:
 
 
 class Runner:
-    def __init__(self, backbone: Backbone, *, max_new_tokens: int = 256, speaker_layer: int | None = None):
+    def __init__(self, backbone: Backbone, *, max_new_tokens: int = 256, speaker_layer: int | None = None,
+                 cache: str = "dynamic"):
+        if cache not in CACHES:
+            raise ValueError(f"cache must be one of {CACHES}, got {cache!r}")
+        self.cache = cache
         self.bb = backbone
         self.model = backbone.model
         self.lm = backbone.model.model.language_model
@@ -133,11 +140,18 @@ class Runner:
         cap = self.model.config.get_text_config().final_logit_softcapping
         return cap * torch.tanh(logits / cap) if cap else logits
 
-    def _new_batch(self) -> _Batch:
-        from transformers import DynamicCache
+    def _new_batch(self, batch_size: int = 1, media_len: int = 0) -> _Batch:
+        """An empty batch; with ``cache="static"`` its KV cache is preallocated for the media, the
+        longest task prompt and ``max_new_tokens`` (fixed shapes: a decode step that can be captured)."""
+        from transformers import DynamicCache, StaticCache
 
         empty = torch.zeros((0, 0), dtype=torch.long, device=self.bb.device)
-        return _Batch(cache=DynamicCache(config=self.model.config), attn=empty, types=empty)
+        if self.cache == "static" and media_len:
+            size = media_len + _SUFFIX_ROOM + self.max_new_tokens
+            cache = StaticCache(config=self.model.config, max_cache_len=size)
+        else:
+            cache = DynamicCache(config=self.model.config)
+        return _Batch(cache=cache, attn=empty, types=empty)
 
     # -- step 3: prefill a batch of windows -------------------------------------------------------
     def layout(self, w: Window) -> Layout:
@@ -157,7 +171,7 @@ class Runner:
             embeds[i, pad:] = self.embed(lay, list(w.patches), w.audio)
             attn[i, pad:] = 1
             types[i, pad:] = torch.as_tensor(lay.types, device=self.bb.device)
-        batch = self._new_batch()
+        batch = self._new_batch(len(windows), longest)
         batch.attn, batch.types = attn, types
         hidden, spk = self.forward(embeds, batch, types, capture=capture_audio)
         if capture_audio:

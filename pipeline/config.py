@@ -34,6 +34,7 @@ class RunConfig:
     force: bool = False
     device: str | None = None
     dtype: str | None = None
+    quantize: str | None = None  # weight-only int8 / int4 of the decoder's linear layers (torchao)
     num_speakers: int | None = None
     source_timeout_s: float = 3600.0
     stream_timeout_s: float = 10.0  # a live stream that delivers nothing for this long has ended (UDP has no end)
@@ -57,6 +58,8 @@ class RunConfig:
             raise ValueError(f"--budget must be one of {', '.join(map(str, BUDGETS))}, got {self.budget}")
         if self.segment_s < 0:
             raise ValueError(f"--segment-minutes must be >= 0, got {self.segment_s / 60:g}")
+        if self.quantize not in (None, "int8", "int4"):
+            raise ValueError(f"--quantize must be int8 or int4, got {self.quantize!r}")
         if not 0 < self.fps <= 30:
             raise ValueError(f"--fps must be in (0, 30], got {self.fps}")
 
@@ -64,4 +67,6 @@ class RunConfig:
         """What changes a source's rows: a rerun with another fingerprint redoes the source."""
         keys = ("model", "tasks", "questions", "fps", "budget", "window_s", "decode_mode", "max_new_tokens", "num_speakers")
         d = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items() if k in keys}
+        if self.quantize:  # only when set: fingerprints of unquantized runs stay as they were
+            d["quantize"] = self.quantize
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -304,7 +304,7 @@ class BackboneActor:
             from onepass.model.runner import Runner
 
             torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
-            self.backbone = load_backbone(cfg.model, device=cfg.device, dtype=cfg.dtype)
+            self.backbone = load_backbone(cfg.model, device=cfg.device, dtype=cfg.dtype, quantize=cfg.quantize)
             self.runner = Runner(self.backbone, max_new_tokens=cfg.max_new_tokens)
 
     def analyse(self, specs: list[WindowSpec], layout: list[tuple[int, bool]], *arrays):

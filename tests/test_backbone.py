@@ -10,7 +10,7 @@ import torch
 
 from helpers_model import make_tiny_checkpoint
 from onepass.model.load import ModelLoadError, load_backbone
-from onepass.model.runner import Runner, StreamSession, Window
+from onepass.model.runner import CACHES, Runner, StreamSession, Window
 from onepass.operators.audio import frame_audio
 from onepass.operators.patchify import patchify
 from onepass.operators.spans import Span
@@ -204,3 +204,27 @@ def test_sdpa_attention_equals_the_eager_reference(reference, tiny_model):
     assert got["sdpa"][1] == got["eager"][1] and got["sdpa"][1]
     with pytest.raises(ValueError, match="attention must be one of"):
         load_backbone(tiny_model, device="cpu", attention="flash")
+
+
+def test_static_kv_cache_equals_the_dynamic_one(reference):
+    """A preallocated (static) KV cache, the fixed-shape decode a CUDA graph can capture, gives the
+    dynamic cache's logits and greedy tokens: the golden request, then two windows of different
+    lengths (left padding) with two tasks forked from one prefill, on the bundled model."""
+    meta, z, backbone = reference
+    w = reference_window(meta, z)
+    got = {}
+    for cache in CACHES:
+        runner = Runner(backbone, cache=cache, max_new_tokens=12)
+        batch = runner.prefill([w])
+        first = runner.append_text(batch, runner.prompts.suffix(meta["prompt"], True, True))
+        got[cache] = first[0].numpy(), runner.greedy(batch, first)[0], type(batch.cache).__name__
+    assert got["static"][2] == "StaticCache" and got["dynamic"][2] == "DynamicCache"
+    assert np.abs(got["static"][0] - got["dynamic"][0]).max() < 1e-5 and got["static"][1] == got["dynamic"][1]
+    default = load_backbone(None, device="cpu")
+    long_w = Window("a", Span(0, 4000), (0, 1000, 2000), w.patches[:1] * 3, w.audio, 0)
+    short_w = Window("b", Span(0, 2000), (0,), w.patches[:1], w.audio[:30], 0)
+    texts = {cache: Runner(default, cache=cache, max_new_tokens=24).generate([long_w, short_w], ["caption each frame with its time",
+             "transcribe the speech with start and end times"])[0] for cache in CACHES}
+    assert texts["static"] == texts["dynamic"] and all(t for row in texts["static"] for t in row)
+    with pytest.raises(ValueError, match="cache must be one of"):
+        Runner(default, cache="paged")
