@@ -89,6 +89,9 @@ class Runner:
             keep = (pos != -1).all(-1)
             embeds[types == VIDEO] = out[keep].to(embeds.dtype)
         if audio is not None and audio.shape[0]:
+            if self.bb.noise_floor:  # the floor the checkpoint was trained with (seeded: same window, same input)
+                noise = np.random.default_rng(audio.shape[0]).standard_normal(audio.shape).astype(np.float32)
+                audio = audio + self.bb.noise_floor * noise
             frames = torch.as_tensor(audio, device=self.bb.device)[None]
             out = self.model.model.embed_audio(inputs_embeds=frames)[0]  # [n, D]
             embeds[types == AUDIO] = out.to(embeds.dtype)

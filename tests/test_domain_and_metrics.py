@@ -131,7 +131,7 @@ def test_training_resumes_exactly_and_exports_a_loadable_checkpoint(tmp_path):
 
     tiny = ["--device", "cpu", "--workers", "0", "--threads", "1", "--hidden", "64", "--layers", "2", "--intermediate", "128",
             "--short-batch", "2", "--replay", "1", "--replay-utterances", "1", "--b-windows", "1", "--c-windows", "1", "--stage-b", "1", "--stage-c", "2",
-            "--window-s", "3", "--eval-every", "2", "--eval-items", "4"]
+            "--window-s", "3", "--eval-every", "2", "--eval-items", "4", "--frontend-steps", "0"]
     a, b = tmp_path / "a", tmp_path / "b"
     assert _train(["--out", str(a), "--max-steps", "3"] + tiny) == 0  # stages A, B, C in one go
     assert _train(["--out", str(b), "--max-steps", "2"] + tiny) == 0
@@ -182,6 +182,35 @@ def test_training_resumes_exactly_and_exports_a_loadable_checkpoint(tmp_path):
     w = model.model.embed_audio.embedding_projection.weight.detach().numpy()
     peaks = np.abs(np.fft.rfft(w[: w.shape[0] // 2], axis=1)).argmax(1)
     assert peaks[0] <= 3 and abs(peaks[-1] - 7600 / 25) <= 1 and (np.diff(peaks) >= 0).all(), peaks
+
+
+def test_stage0_front_end_learns_its_band_features(tmp_path):
+    """Stage 0 (a fresh run only): the projection and layers 0-1 regress per-frame log band features
+    into fixed dims; logged, and not repeated on resume."""
+    import torch
+
+    from onepass.model.training.recipe import frontend_frames, frontend_layout, stair_features
+
+    tiny = ["--device", "cpu", "--workers", "0", "--threads", "1", "--hidden", "64", "--layers", "2", "--intermediate", "128",
+            "--short-batch", "1", "--replay", "1", "--replay-utterances", "1", "--b-windows", "1", "--c-windows", "1",
+            "--window-s", "3", "--eval-every", "100", "--frontend-steps", "60"]
+    out = tmp_path / "f"
+    assert _train(["--out", str(out), "--max-steps", "1"] + tiny) == 0
+    fe = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if "frontend_step" in line]
+    assert [r["frontend_step"] for r in fe] == [1, 60] and fe[-1]["mse"] < 0.5 * fe[0]["mse"], fe
+    assert _train(["--out", str(out), "--max-steps", "2"] + tiny) == 0  # resumed: no second stage 0
+    assert sum("frontend_step" in line for line in (out / "log.jsonl").read_text().splitlines()) == 2
+    # the layout: band features land in their dims; silence stays zero (no bias anywhere)
+    bands, first = frontend_layout(64)
+    assert (bands, first) == (15, 46)
+    frames = torch.zeros(2, 640)
+    frames[1] = torch.sin(torch.arange(640) * 2 * np.pi * 440 / 16000)
+    feats = stair_features(frames, bands)
+    assert feats.shape == (2, 16) and torch.all(feats[0, :-1] == 0) and feats[1, :-1].abs().sum() > 0
+    from onepass.model.training.recipe import Recipe, build_model
+
+    _, model = build_model(Recipe(hidden=64, layers=2, intermediate=128), tmp_path / "c")
+    assert torch.all(frontend_frames(model, frames)[0] == 0)
 
 
 def test_wer_der_and_boundaries():

@@ -41,3 +41,38 @@ def test_tasks_are_parsed_once_in_the_config(tmp_path):
     assert cfg.fingerprint() == RunConfig(output=tmp_path, tasks="captions,diarization").fingerprint()
     with pytest.raises(ValueError, match="dance"):
         RunConfig(output=tmp_path, tasks="captions,dance")
+
+
+def test_noise_floor_is_the_checkpoints_and_the_runner_adds_it(tmp_path):
+    """A checkpoint trained with a noise floor under its audio (onepass.json ``noise_floor``) gets
+    the same floor from the runner: a silent frame then embeds to a non-zero vector, the same one
+    every time; without the key (real Gemma weights) audio goes in as decoded."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from onepass.model.load import load_backbone
+    from onepass.model.meta import model_noise_floor
+    from onepass.model.prompt import AUDIO
+    from onepass.model.runner import Runner
+
+    model = tmp_path / "m"
+    model.mkdir()
+    assert model_noise_floor(model) == 0.0
+    (model / "onepass.json").write_text(json.dumps({"window_s": 10, "noise_floor": 0.001}))
+    assert model_noise_floor(model) == 0.001
+    for bad in ('{"window_s": 10, "noise_floor": "a"}', '{"window_s": 10, "noise_floor": 0.5}', '{"window_s": 10, "noise_floor": -1}'):
+        (model / "onepass.json").write_text(bad)
+        with pytest.raises(ValueError, match="noise_floor"):
+            model_noise_floor(model)
+    bb = load_backbone(None, device="cpu")
+    silent = np.zeros((5, 640), np.float32)
+    runner = Runner(bb)
+    layout = runner.prompts.prefix([], [], 5)
+    plain = runner.embed(layout, [], silent)[torch.as_tensor(layout.types) == AUDIO]
+    assert torch.all(plain == 0)  # the architecture: an all-zero frame embeds to zero
+    floored = Runner(dataclasses.replace(bb, noise_floor=0.001))
+    a = floored.embed(layout, [], silent)[torch.as_tensor(layout.types) == AUDIO]
+    b = floored.embed(layout, [], silent)[torch.as_tensor(layout.types) == AUDIO]
+    assert a.abs().sum() > 0 and torch.equal(a, b)

@@ -36,11 +36,11 @@ def word_error_rate(refs: list[str], hyps: list[str]) -> float:
     return float(jiwer.wer([r for r, _ in pairs], [h if h.strip() else "<empty>" for _, h in pairs]))
 
 
-def _backbone(model, tok, base) -> Backbone:
+def _backbone(model, tok, base, noise_floor: float = 0.0) -> Backbone:
     stop = tuple(sorted({tok.eos_token_id, tok.convert_tokens_to_ids("<turn|>")}))
     p = next(model.parameters())
     return Backbone(path=base, model=model, tokenizer=tok, chat_template=(base / "chat_template.jinja").read_text(),
-                    device=p.device, dtype=p.dtype, stop_ids=stop)
+                    device=p.device, dtype=p.dtype, stop_ids=stop, noise_floor=noise_floor)
 
 
 def _window(item: dict, width_ms: int) -> Window:
@@ -48,14 +48,14 @@ def _window(item: dict, width_ms: int) -> Window:
                   audio=item["audio"], audio_start_ms=0)
 
 
-def _target_loss(model, items: list[dict], pad: int) -> float:
+def _target_loss(model, items: list[dict], pad: int, noise_floor: float = 0.0) -> float:
     from .recipe import forward
 
     batch = S.collate(items, pad)
     batch = {k: v for k, v in batch.items() if not isinstance(v, list)}
     dev = next(model.parameters()).device
     batch = {k: v.to(dev) for k, v in batch.items()}
-    logits, _ = forward(model, batch)
+    logits, _ = forward(model, batch, noise_floor=noise_floor)
     labels = batch["labels"]
     return float(torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100))
 
@@ -69,14 +69,15 @@ def evaluate_short(model, tok, base, recipe, *, n: int = 48, windows: bool = Tru
     rng = np.random.default_rng([_HELDOUT])
     utts = [S.utterance_item(rng, builder, vocab) for _ in range(n)]
     frames = [S.frame_item(rng, builder, vocab) for _ in range(n)]
-    runner = Runner(_backbone(model, tok, base), max_new_tokens=64)
+    floor = getattr(recipe, "noise_floor", 0.0)
+    runner = Runner(_backbone(model, tok, base, floor), max_new_tokens=64)
     out = {**_utterance_measures(runner, utts), **_frame_measures(runner, frames)}
     # media-swap gap: own media vs the next item's (same layout: rebuilt around the other media)
     m, pad = min(16, n), tok.pad_token_id
-    out["swap_audio"] = [round(_target_loss(model, utts[:m], pad), 4),
-                         round(_target_loss(model, [_swap_audio(u, utts[(j + 1) % m], builder, vocab) for j, u in enumerate(utts[:m])], pad), 4)]
-    out["swap_frames"] = [round(_target_loss(model, frames[:m], pad), 4),
-                          round(_target_loss(model, [_swap_frame(f, frames[(j + 1) % m], builder, vocab) for j, f in enumerate(frames[:m])], pad), 4)]
+    out["swap_audio"] = [round(_target_loss(model, utts[:m], pad, floor), 4),
+                         round(_target_loss(model, [_swap_audio(u, utts[(j + 1) % m], builder, vocab) for j, u in enumerate(utts[:m])], pad, floor), 4)]
+    out["swap_frames"] = [round(_target_loss(model, frames[:m], pad, floor), 4),
+                          round(_target_loss(model, [_swap_frame(f, frames[(j + 1) % m], builder, vocab) for j, f in enumerate(frames[:m])], pad, floor), 4)]
     if windows:
         rng = np.random.default_rng([_HELDOUT, 1])
         items = [S.window_item(rng, builder, vocab, recipe.window_s, task="transcript") for _ in range(n_windows)]

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..load import check_folder
-from ..meta import MODEL_META, model_window_s
+from ..meta import MODEL_META, model_noise_floor, model_window_s
 from ..records import Window
 from ..tasks import format_captions, format_transcript
 from . import samples as S
@@ -119,17 +119,17 @@ def load_trainable(base: Path, method: str, cfg: FinetuneConfig, device: torch.d
     return model, tok, method
 
 
-def lm_loss(model, batch: dict) -> dict[str, torch.Tensor]:
+def lm_loss(model, batch: dict, noise_floor: float = 0.0) -> dict[str, torch.Tensor]:
     """Cross-entropy on the target tokens (and their closing <turn|>) of one sub-batch."""
     from .recipe import forward
 
-    logits, _ = forward(model, batch)
+    logits, _ = forward(model, batch, noise_floor=noise_floor)
     labels = batch["labels"]
     return {"lm": F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)}
 
 
 @torch.no_grad()
-def heldout(model, items: list[dict], pad: int, batch: int = 4) -> dict:
+def heldout(model, items: list[dict], pad: int, batch: int = 4, noise_floor: float = 0.0) -> dict:
     """Mean target loss and teacher-forced token accuracy over held-out items."""
     from .recipe import forward
 
@@ -137,7 +137,7 @@ def heldout(model, items: list[dict], pad: int, batch: int = 4) -> dict:
     loss = correct = count = 0.0
     for group in _groups(items, batch):
         b = S.collate(group, pad)
-        logits, _ = forward(model, b)
+        logits, _ = forward(model, b, noise_floor=noise_floor)
         labels = b["labels"][:, 1:]
         keep = labels != -100
         lg = logits[:, :-1][keep].float()
@@ -262,7 +262,8 @@ def export(model, method: str, base: Path, out_dir: Path, note: dict) -> Path:
                  "chat_template.jinja", "generation_config.json"):
         if (base / name).exists():
             shutil.copy(base / name, tmp / name)
-    (tmp / MODEL_META).write_text(json.dumps({"window_s": model_window_s(base), "finetuned_from": str(base), **note}, indent=1))
+    (tmp / MODEL_META).write_text(json.dumps({"window_s": model_window_s(base), "noise_floor": model_noise_floor(base),
+                                              "finetuned_from": str(base), **note}, indent=1))
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
@@ -304,7 +305,8 @@ def finetune(train: list[LabelledWindow], held: list[LabelledWindow], base: Path
     n_train = sum(p.numel() for p in params)
     print(f"fine-tuning {base} ({method}, {n_train / 1e6:.2f} M trained parameters) on {len(train_items)} windows, "
           f"{len(held_items)} held out; state in {state_dir}", flush=True)
-    before = heldout(model, held_items, pad) if held_items else None
+    floor = model_noise_floor(base)  # the base's input convention carries over
+    before = heldout(model, held_items, pad, noise_floor=floor) if held_items else None
     if step == 0 and before is not None:
         with open(log_path, "a") as log:
             log.write(json.dumps({"step": 0, "eval": before}) + "\n")
@@ -312,12 +314,12 @@ def finetune(train: list[LabelledWindow], held: list[LabelledWindow], base: Path
     def checkpoint(at: int, spent_s: float) -> None:
         _save(state_dir, model, opt, at, spent_s, meta)
 
-    loop = Loop(model=model, opt=opt, losses=lm_loss, total=lambda losses: losses["lm"], lr_at=cfg.lr_at, save=checkpoint,
-                device=dev, clip=cfg.clip, evaluate=(lambda at: heldout(model, held_items, pad)) if held_items else None)
+    loop = Loop(model=model, opt=opt, losses=lambda m, b: lm_loss(m, b, floor), total=lambda losses: losses["lm"], lr_at=cfg.lr_at, save=checkpoint,
+                device=dev, clip=cfg.clip, evaluate=(lambda at: heldout(model, held_items, pad, noise_floor=floor)) if held_items else None)
     limit = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
     step = loop.run(_Batches(train_items, cfg, step, pad), step=step, spent_s=spent, log_path=log_path, max_steps=limit,
                     minutes=minutes, save_every_min=save_every_min, eval_every=eval_every)
-    after = heldout(model, held_items, pad) if held_items else None
+    after = heldout(model, held_items, pad, noise_floor=floor) if held_items else None
     done = step >= cfg.steps
     export(model, method, Path(base), out, {"window_s": window_s or model_window_s(base), "finetune_step": step, "finetune_method": method, "heldout_before": before, "heldout_after": after})
     return {"step": step, "done": done, "method": method, "before": before, "after": after, "out": str(out),

@@ -34,6 +34,7 @@ import copy
 import json
 import math
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -76,6 +77,9 @@ class Recipe:
     w_time: float = 0.2
     w_mel: float = 0.0  # front-end loss: layer mel_layer's audio states predict the frame's log-mel bands
     mel_layer: int = 0
+    frontend_steps: int = 1500  # stage 0 (a fresh run only): layers 0-1 learn log band features per audio frame
+    frontend_lr: float = 1e-3
+    noise_floor: float = 1e-3  # RMS of the noise under all audio (training and, via onepass.json, the runner)
     seed: int = 0
 
     def stage(self, step: int) -> str:
@@ -142,16 +146,119 @@ def dft_audio_init(model, row_norm: float | None = None) -> None:
     w.copy_(torch.from_numpy(rows * scale).to(w.dtype))
 
 
+# -- stage 0: an audio front end inside the first two layers ------------------------------------------
+# Measured in model/training/probes/audio_frontend.py (word CTC through layers built as Gemma 4's,
+# held-out WER after 250 steps): log band features given at the input learn (0.58), the raw
+# Fourier projection the architecture allows does not (0.92, CTC's blank plateau), nor do band
+# features hand-built inside layers 0-1 (0.92). So before anything else, layers 0-1's MLPs (attention
+# silent) and the audio projection are trained per frame to write those features into fixed
+# residual dims: a centred "staircase" log of each band's power relative to the frame's mean
+# (sum_j min(r, t_j) / t_j, thresholds half a decade apart) and the frame's level, ln(mean power).
+_STAIR = [10 ** (j / 2 - 3) for j in range(8)]
+
+
+def frontend_layout(hidden: int) -> tuple[int, int]:
+    """(bands, first feature dim): the projection writes cos/sin of ``bands`` frequencies into dims
+    0..2*bands-1; the features go to dims first..first+bands (the last one: the level)."""
+    bands = hidden * 60 // 256
+    return bands, 3 * bands + 1
+
+
+def _front_rows(bands: int, width: int = 640) -> np.ndarray:
+    mel = np.linspace(2595 * np.log10(1 + 60 / 700), 2595 * np.log10(1 + 7600 / 700), bands)
+    freq = 700 * (10 ** (mel / 2595) - 1)
+    n, window = np.arange(width), np.hanning(width)
+    phase = 2 * np.pi * freq[:, None] * n / 16000
+    rows = np.concatenate([window * np.cos(phase), window * np.sin(phase)])
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def stair_features(frames: torch.Tensor, bands: int) -> torch.Tensor:
+    """[N, 640] raw frames -> [N, bands + 1]: the front end's target (silent frames: zeros, level ln 1e-3)."""
+    x = frames.float()
+    x = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)  # as the embedder's norm
+    rows = torch.from_numpy(_front_rows(bands)).float()
+    c, s = x @ rows[:bands].T, x @ rows[bands:].T
+    p = c * c + s * s
+    r = p / (p.mean(-1, keepdim=True) + 1e-9)
+    stair = sum(torch.clamp(r, max=t) / t for t in _STAIR)
+    stair = (stair - stair.mean(-1, keepdim=True)) * (p.sum(-1, keepdim=True) > 0)
+    return torch.cat([stair, torch.log(p.mean(-1, keepdim=True) + 1e-3)], -1)
+
+
+@torch.no_grad()
+def frontend_init(model) -> None:
+    """Projection = unit cos/sin rows of the front end's bands in the first dims, zeros elsewhere;
+    layers 0-1 attention silent (post-attention norm weight 0: it learns to speak later)."""
+    w = model.model.embed_audio.embedding_projection.weight
+    bands, _ = frontend_layout(w.shape[0])
+    rows = np.zeros(tuple(w.shape))
+    rows[: 2 * bands] = _front_rows(bands, w.shape[1])
+    w.copy_(torch.from_numpy(rows).to(w.dtype))
+    for layer in model.model.language_model.layers[:2]:
+        layer.post_attention_layernorm.weight.zero_()
+
+
+def frontend_frames(model, frames: torch.Tensor) -> torch.Tensor:
+    """What the embedder and layers 0-1 make of single frames [N, 640] while their attention is
+    silent (the decoder layer's own computation without the attention term)."""
+    h = model.model.embed_audio(inputs_embeds=frames[None])[0]
+    for layer in model.model.language_model.layers[:2]:
+        h = (h + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(h)))) * layer.layer_scalar
+    return h
+
+
+def pretrain_frontend(model, recipe: Recipe, base: Path, record, device="cpu") -> None:
+    """Stage 0: per-frame regression of the front end's features (noisy domain utterances)."""
+    builder, vocab = make_builder(base)
+    rng = np.random.default_rng([recipe.seed, 10**6])
+    n_utt = min(400, 8 + recipe.frontend_steps // 4)  # ~75 frames each: 30,000 frames for a full stage 0
+    frames = torch.from_numpy(np.concatenate([S.utterance_item(rng, builder, vocab)["audio"] for _ in range(n_utt)]))
+    g = torch.Generator().manual_seed(recipe.seed)
+    frames = (frames + recipe.noise_floor * torch.randn(frames.shape, generator=g)).to(device)  # silence included: it is noise now
+    bands, first = frontend_layout(model.config.get_text_config().hidden_size)
+    frontend_init(model)
+    layers = model.model.language_model.layers[:2]
+    params = [model.model.embed_audio.embedding_projection.weight]
+    for layer in layers:
+        params += [*layer.mlp.parameters(), layer.pre_feedforward_layernorm.weight, layer.post_feedforward_layernorm.weight]
+    opt = torch.optim.AdamW(params, lr=recipe.frontend_lr, weight_decay=0.0)
+    t0 = time.time()
+    for step in range(recipe.frontend_steps):
+        batch = frames[torch.randint(0, frames.shape[0], (1024,), generator=g)]
+        target = stair_features(batch.cpu(), bands).to(device)
+        loss = F.mse_loss(frontend_frames(model, batch)[:, first : first + bands + 1].float(), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 250 == 0 or step == recipe.frontend_steps - 1:
+            record({"frontend_step": step + 1, "mse": round(float(loss.detach()), 4), "target_var": round(float(target.var(0).mean()), 4),
+                    "frames": int(frames.shape[0]), "min": round((time.time() - t0) / 60, 2)})
+
+
 # -- losses ---------------------------------------------------------------------------------------
 def _cap(model, logits: torch.Tensor) -> torch.Tensor:
     cap = model.config.get_text_config().final_logit_softcapping
     return cap * torch.tanh(logits / cap) if cap else logits
 
 
-def forward(model, batch: dict, mid_layer: int | None = None, mel_layer: int | None = None):
-    """Model forward on one collated sub-batch: (logits [B, L, V], {layer: hidden} of the layers asked for)."""
+def with_noise_floor(features: torch.Tensor, mask: torch.Tensor, floor: float) -> torch.Tensor:
+    """Audio frames [B, T, 640] plus a Gaussian noise floor of RMS ``floor`` on real frames (not the
+    padding), seeded by the batch's shape: the same batch always gets the same noise (exact resume)."""
+    if not floor:
+        return features
+    g = torch.Generator().manual_seed(features.shape[0] * 100_003 + features.shape[1])
+    noise = torch.randn(features.shape, generator=g).to(features.device, features.dtype)
+    return features + floor * noise * mask[..., None].to(features.dtype)
+
+
+def forward(model, batch: dict, mid_layer: int | None = None, mel_layer: int | None = None, noise_floor: float = 0.0):
+    """Model forward on one collated sub-batch: (logits [B, L, V], {layer: hidden} of the layers asked for);
+    audio frames get the checkpoint's noise floor (``model.meta.model_noise_floor``), as the runner adds it."""
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "mm_token_type_ids", "input_features",
                                      "input_features_mask", "video_position_ids", "num_frames_per_video") if k in batch}
+    if noise_floor and "input_features" in inputs:
+        inputs["input_features"] = with_noise_floor(inputs["input_features"], inputs["input_features_mask"], noise_floor)
     if "pixel_u8" in batch:
         inputs["pixel_values_videos"] = batch["pixel_u8"].float() / 255.0  # the video processor's x/255
     captured: dict[int, torch.Tensor] = {}
@@ -191,7 +298,7 @@ def step_losses(model, batch: dict, recipe: Recipe, heads=None) -> dict[str, tor
     mid = len(model.model.language_model.layers) // 2 - 1
     audio = "audio_time" in batch
     mel = audio and recipe.w_mel > 0 and heads is not None
-    logits, hidden = forward(model, batch, mid if audio else None, recipe.mel_layer if mel else None)
+    logits, hidden = forward(model, batch, mid if audio else None, recipe.mel_layer if mel else None, recipe.noise_floor)
     labels = batch["labels"]
     lm = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
     losses = {"lm": lm}
@@ -340,7 +447,7 @@ def export(model, base: Path, out_dir: Path, recipe: Recipe, note: dict | None =
     """A Hugging Face folder (bf16 safetensors + tokenizer + template + onepass.json) for ``--model``."""
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     export_hf(copy.deepcopy(model).eval(), base, tmp)
-    (tmp / MODEL_META).write_text(json.dumps({"window_s": recipe.window_s, **(note or {})}, indent=1))
+    (tmp / MODEL_META).write_text(json.dumps({"window_s": recipe.window_s, "noise_floor": recipe.noise_floor, **(note or {})}, indent=1))
     if out_dir.exists():
         import shutil
 
@@ -420,6 +527,13 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     tok, model = build_model(recipe, base)
     model.to(args.device)
+    if recipe.frontend_steps > 0 and not (ckpt / "state.json").exists() and not args.export_only:
+        def record(rec: dict) -> None:
+            print(json.dumps(rec), flush=True)
+            with open(args.out / "log.jsonl", "a") as log:
+                log.write(json.dumps(rec) + "\n")
+
+        pretrain_frontend(model, recipe, base, record, args.device)  # stage 0, before the EMA copies the weights
     ema = copy.deepcopy(model).requires_grad_(False)
     heads = make_heads(recipe, model)
     opt = torch.optim.AdamW(_decay_groups(model, recipe.weight_decay), lr=recipe.lr, betas=(0.9, 0.98), eps=1e-8)

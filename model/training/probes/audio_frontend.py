@@ -19,6 +19,8 @@ import sys, time, json, pickle, numpy as np, torch, torch.nn as nn, torch.nn.fun
 torch.set_num_threads(1)
 variant, steps = sys.argv[1], int(sys.argv[2])
 data = pickle.load(open(__import__('os').environ.get('UTT', '/root/probe/data4k.pkl'), 'rb'))
+if __import__('os').environ.get('DITHER'):  # a noise floor under every frame (seeded per item)
+    data = [(f + np.random.default_rng(i).normal(0, float(__import__('os').environ['DITHER']), f.shape).astype(f.dtype), ws) for i, (f, ws) in enumerate(data)]
 vocab = sorted({w for _, ws in data for w in ws}); idx = {w: i + 1 for i, w in enumerate(vocab)}
 train, test = data[:-150], data[-150:]
 H, I, NH, HD, NB = 256, 1024, 4, 64, 60
@@ -162,6 +164,20 @@ class M(nn.Module):
             h[..., L0:L0 + NB] = (lg - lg.mean(-1, keepdim=True)) * (p.sum(-1, keepdim=True) > 0)
             h[..., L0 + NB] = torch.log(p.mean(-1) + 1e-3)
             return h
+        if variant in ('lmsparse_stair', 'lmsparse_stair_l'):  # lmsparse_cl with hand's staircase log (sum_j min(r, t_j)/t_j)
+            p = (x @ s.C.T) ** 2 + (x @ s.S.T) ** 2
+            r = p / (p.mean(-1, keepdim=True) + 1e-9)
+            lg = sum(torch.clamp(r, max=t) / t for t in TH)
+            if variant == 'lmsparse_stair_l':  # the same staircase on absolute power (no division by the frame's mean)
+                lg = sum(torch.clamp(p, max=t) / t for t in TH)
+            h = torch.zeros(*x.shape[:-1], H)
+            h[..., L0:L0 + NB] = (lg - lg.mean(-1, keepdim=True)) * (p.sum(-1, keepdim=True) > 0)
+            h[..., L0 + NB] = torch.log(p.mean(-1) + 1e-3)
+            if __import__("os").environ.get("SILZERO"):  # silent frames all zero (what the architecture makes of them)
+                h = h * (p.sum(-1, keepdim=True) > 0)
+            if __import__("os").environ.get("NOISE"):  # the pretrained front end's error, as noise (R^2 0.85: std 0.81)
+                h[..., L0:L0 + NB + 1] += float(__import__("os").environ["NOISE"]) * torch.randn_like(h[..., L0:L0 + NB + 1])
+            return h
         if variant in ('lmsparse', 'lmplus_e'):  # log rel. power as hand2 places it (dims L0..), alone or beside e
             p = (x @ s.C.T) ** 2 + (x @ s.S.T) ** 2
             lg = (torch.log10(p / (p.mean(-1, keepdim=True) + 1e-9) + 1e-4) + 4) * (p.sum(-1, keepdim=True) > 0)
@@ -172,16 +188,71 @@ class M(nn.Module):
 
     def forward(s, x):
         h = s.front(x); T = h.shape[1]; mask = torch.triu(torch.full((T, T), float('-inf')), 1)
-        for L in s.layers:
+        for i, L in enumerate(s.layers):
             h = L(h, mask)
+            if i == 1 and __import__("os").environ.get("SCRUB"):  # oracle: only the built log dims (and level) go on
+                keep = torch.zeros(H); keep[L0:L0 + NB + 1] = 1; keep[H - 1] = 1
+                h = h * keep
         return s.out(s.norm(h))
 
 
 torch.manual_seed(0); m = M()
-if __import__("os").environ.get("FREEZE"):  # the built front end stays as built
+
+
+def stair_target(x):
+    """lmsparse_stair's features of raw frames [N, 640]: centred staircase log of relative band power, ln level."""
+    x = x / torch.sqrt((x * x).mean(-1, keepdim=True) + 1e-6)
+    p = (x @ m.C.T) ** 2 + (x @ m.S.T) ** 2
+    r = p / (p.mean(-1, keepdim=True) + 1e-9)
+    lg = sum(torch.clamp(r, max=t) / t for t in TH)
+    return torch.cat([(lg - lg.mean(-1, keepdim=True)) * (p.sum(-1, keepdim=True) > 0), torch.log(p.mean(-1, keepdim=True) + 1e-3)], -1)
+
+
+def frame_mlps(x, n=2):
+    """What layers 0..n-1 do to one frame when their attention is silent: RMSNorm -> projection -> MLPs."""
+    h = m.proj(x / torch.sqrt((x * x).mean(-1, keepdim=True) + 1e-6))
+    for L in m.layers[:n]:
+        y = L.n_pf(h)
+        h = h + L.n_pff(L.down(F.gelu(L.gate(y), approximate='tanh') * L.up(y)))
+    return h
+
+
+if variant in ('pre', 'pre2'):  # front-end pretraining: layers 0-1 MLPs (+ the projection) regress the stair features
+    # into dims L0..L0+NB (and the level), per frame, attention silent; then CTC as for every variant
+    frames = torch.tensor(np.concatenate([f for f, _ in data[:-150]]).astype(np.float32))
+    frames = frames[frames.abs().sum(-1) > 0]
+    keep_dims = torch.zeros(H); keep_dims[L0:L0 + NB + 1] = 1
+    with torch.no_grad():
+        for L in m.layers[:2]:
+            L.n_pa.weight.zero_()
+            if variant == 'pre2':  # the MLPs write only the feature dims; the raw projection is small beside them
+                L.n_pff.weight.mul_(keep_dims)
+        if variant == 'pre2':
+            m.proj.weight.mul_(0.05)
+    pre_params = list(m.proj.parameters()) + [p for L in m.layers[:2] for n_, p in L.named_parameters() if not n_.startswith(('q', 'k', 'v', 'o', 'n_in', 'n_pa'))]
+    popt = torch.optim.AdamW(pre_params, float(__import__("os").environ.get("PRE_LR", "1e-3")))
+    g = torch.Generator().manual_seed(1); t0 = time.time()
+    for pstep in range(int(__import__("os").environ.get("PRE_STEPS", "1500")) + 1):
+        xb = frames[torch.randint(0, frames.shape[0], (1024,), generator=g)]
+        tgt = stair_target(xb); h = frame_mlps(xb)
+        loss = F.mse_loss(h[:, L0:L0 + NB + 1], tgt)
+        popt.zero_grad(); loss.backward(); popt.step()
+        if variant == 'pre2':
+            with torch.no_grad():
+                for L in m.layers[:2]:
+                    L.n_pff.weight.mul_(keep_dims)
+        if pstep % 250 == 0:
+            var = tgt.var(0).mean().item()
+            print(json.dumps({"pre_step": pstep, "mse": round(loss.item(), 4), "target_var": round(var, 4), "s": round(time.time() - t0)}), flush=True)
+if __import__("os").environ.get("SIL"):  # layers 0-1 write nothing (as the built variants' unused parts): input reaches layer 2
+    with torch.no_grad():
+        for L in m.layers[:2]:
+            L.n_pa.weight.zero_(); L.n_pff.weight.zero_()
+if __import__("os").environ.get("FREEZE"):  # the built front end stays as built (FREEZE=2: all of layers 0-1)
     for L in m.layers[:2]:
-        for lin in (L.gate, L.up, L.down):
-            lin.weight.requires_grad_(False)
+        for lin in ((L.gate, L.up, L.down) if __import__("os").environ["FREEZE"] != "2" else list(L.modules())[1:]):
+            for p in lin.parameters():
+                p.requires_grad_(False)
     m.proj.weight.requires_grad_(False)
 opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], float(__import__("os").environ.get("LR", "1e-3")))
 
@@ -228,6 +299,9 @@ for step in range(steps + 1):
     items = [train[i] for i in rng.integers(0, len(train), 16)]
     x, tg, il, tl = batch(items)
     loss = F.ctc_loss(m(x).log_softmax(-1).transpose(0, 1), tg, il, tl, zero_infinity=True)
-    opt.zero_grad(); loss.backward(); nn.utils.clip_grad_norm_(m.parameters(), 1.0); opt.step()
+    opt.zero_grad(); loss.backward(); gn = nn.utils.clip_grad_norm_(m.parameters(), 1.0); opt.step()
+    if __import__("os").environ.get("GN") and step % 25 == 0:  # where the gradient norm is (clipping at 1.0 shares it out)
+        top = sorted(((p.grad.norm().item(), n) for n, p in m.named_parameters() if p.grad is not None), reverse=True)[:4]
+        print(json.dumps({"step": step, "grad_norm": round(float(gn), 2), "top": [(n, round(g, 2)) for g, n in top]}), flush=True)
     if step % 250 == 0:
         print(json.dumps({"v": variant, "step": step, "loss": round(loss.item(), 3), "test_wer": round(wer(), 3), "s": round(time.time() - t0)}), flush=True)
