@@ -43,16 +43,6 @@ def rows(runner, windows_by_clip) -> tuple[list, list, float]:
     return caps, segs, (time.perf_counter() - t0) / max(n, 1)
 
 
-def agreement(ref: list, other: list) -> float:
-    pool = list(other)
-    hit = 0
-    for r in ref:
-        if r in pool:
-            pool.remove(r)
-            hit += 1
-    return hit / max(len(ref), 1)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=None)
@@ -67,6 +57,7 @@ def main() -> None:
     from onepass.model.load import load_backbone
     from onepass.model.meta import model_window_s
     from onepass.model.runner import Runner
+    from onepass.model.training.metrics import row_agreement
     from onepass.operators.decode import MediaReader
     from onepass.pipeline.evaluate import make_heldout_clips
     from onepass.pipeline.windows import iter_windows
@@ -91,8 +82,8 @@ def main() -> None:
         caps, segs = got[q]
         med = statistics.median(out[str(q)]["s_per_window"])
         out[str(q)].update(median_s_per_window=med, speed_vs_unquantized=round(base / med, 3),
-                           caption_rows_agree=round(agreement(ref_caps, caps), 4), transcript_rows_agree=round(agreement(ref_segs, segs), 4),
-                           all_rows_agree=round(agreement(ref_caps + ref_segs, caps + segs), 4), caption_rows=len(ref_caps), transcript_rows=len(ref_segs))
+                           caption_rows_agree=round(row_agreement(ref_caps, caps), 4), transcript_rows_agree=round(row_agreement(ref_segs, segs), 4),
+                           all_rows_agree=round(row_agreement(ref_caps + ref_segs, caps + segs), 4), caption_rows=len(ref_caps), transcript_rows=len(ref_segs))
     print(json.dumps({"clips": len(clips), "windows": sum(len(w) for _, w in windows_by_clip), "window_s": window_s, "schemes": out}, indent=1))
 
 

@@ -285,7 +285,7 @@ Exit status: 0 done, 1 some sources were skipped, 2 usage error or nothing to tr
               help="full: every weight; lora: PEFT adapters on the decoder's linear layers, merged on export; auto: lora above 1 B parameters.")
 @click.option("--steps", type=int, default=200, show_default=True, help="Optimizer steps.")
 @click.option("--batch", type=int, default=4, show_default=True, help="Labelled windows per step.")
-@click.option("--lr", type=float, default=None, help="Peak learning rate (default: 1e-4 full, 2e-4 LoRA).")
+@click.option("--lr", type=float, default=None, help="Peak learning rate (default: 1e-4; 2e-4 with --method lora).")
 @click.option("--heldout", type=float, default=0.2, show_default=True, help="Share held out to measure (whole sources when there are two or more).")
 @click.option("--window-s", type=int, default=None, help="Default: the base model's own.")
 @click.option("--device", default=None, help="cpu, cuda ... (default: cuda if available).")

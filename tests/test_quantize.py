@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from onepass.model.training.metrics import row_agreement
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "clips"
 
 
@@ -29,16 +31,6 @@ def _rows(quantize):
     return runner, caps, segs
 
 
-def _agreement(ref: list, other: list) -> float:
-    pool = list(other)
-    hit = 0
-    for r in ref:
-        if r in pool:
-            pool.remove(r)
-            hit += 1
-    return hit / max(len(ref), 1)
-
-
 def test_int8_agrees_with_the_unquantized_model_on_the_bundled_clips():
     _, caps, segs = _rows(None)
     runner, qcaps, qsegs = _rows("int8")
@@ -46,7 +38,7 @@ def test_int8_agrees_with_the_unquantized_model_on_the_bundled_clips():
     assert type(layers[0].mlp.gate_proj.weight).__name__ == "Int8Tensor"  # the decoder's linears are int8
     assert isinstance(runner.model.model.embed_audio.embedding_projection.weight, torch.nn.Parameter)  # embedders are not
     assert len(caps) >= 20 and len(segs) >= 2
-    share = _agreement(caps + segs, qcaps + qsegs)
+    share = row_agreement(caps + segs, qcaps + qsegs)
     assert share >= 0.9, (share, caps, qcaps, segs, qsegs)
 
 

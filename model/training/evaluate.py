@@ -158,9 +158,9 @@ def _frame_truth(item: dict) -> dict[int, str]:
 
 
 def _swap_audio(item: dict, other: dict, builder, vocab) -> dict:
-    return S._finish(builder, vocab, [], [], other["audio"], item["task"], item["target"], item["ctc"], [])
+    return S.make_item(builder, vocab, [], [], other["audio"], item["task"], item["target"], item["ctc"], [])
 
 
 def _swap_frame(item: dict, other: dict, builder, vocab) -> dict:
-    return S._finish(builder, vocab, item["stamps"], other["patches"], item["audio"], item["task"], item["target"], [],
+    return S.make_item(builder, vocab, item["stamps"], other["patches"], item["audio"], item["task"], item["target"], [],
                      [other["cells"]])

@@ -166,7 +166,7 @@ def make_items(labelled: list[LabelledWindow], builder, vocab) -> list[dict]:
     for lw in labelled:
         w = lw.window
         stamps = [t - w.span.start_ms for t in w.frame_ms]
-        item = S._finish(builder, vocab, stamps, list(w.patches), w.audio, lw.task, lw.target, [], [])
+        item = S.make_item(builder, vocab, stamps, list(w.patches), w.audio, lw.task, lw.target, [], [])
         items.append(item)
     return items
 

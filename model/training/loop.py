@@ -23,13 +23,20 @@ import torch
 __all__ = ["Loop", "stop_on_signals"]
 
 
-def stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM / SIGINT (when called from the main thread): finish the step, save, exit."""
+def stop_on_signals() -> tuple[threading.Event, Callable[[], None]]:
+    """An event set by SIGTERM / SIGINT (when called from the main thread): finish the step, save,
+    exit; and a function that puts the previous handlers back."""
     stop = threading.Event()
+    previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-    return stop
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return stop, restore
 
 
 @dataclass
@@ -81,7 +88,7 @@ class Loop:
 
         t0, t_saved = time.time() - spent_s, time.time()
         stop_at = time.time() + minutes * 60 if minutes else None
-        stop = stop_on_signals()
+        stop, restore = stop_on_signals()
         sums: dict[str, float] = {}
         count = 0
         self.model.train()
@@ -106,6 +113,7 @@ class Loop:
                     print(f"checkpoint at step {step}", flush=True)
             self.save(step, time.time() - t0)
         finally:
+            restore()
             log.close()
         print(f"stopped at step {step} after {(time.time() - t0) / 60:.1f} min", flush=True)
         return step

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["normalise_words", "wer", "der", "caption_exact", "boundary_errors"]
+__all__ = ["normalise_words", "wer", "der", "caption_exact", "boundary_errors", "row_agreement"]
 
 
 def normalise_words(text: str) -> list[str]:
@@ -71,3 +71,17 @@ def boundary_errors(truth: list[tuple[int, int]], segments: list[tuple[int, int]
         if best is not None:
             errs += [abs(best[0] - a), abs(best[1] - b)]
     return errs
+
+
+def row_agreement(ref: list, other: list) -> float:
+    """The share of ``ref``'s rows (hashable tuples) found in ``other``, each matched once
+    (quantized vs unquantized output: the same row, times and text)."""
+    pool: dict = {}
+    for row in other:
+        pool[row] = pool.get(row, 0) + 1
+    hit = 0
+    for row in ref:
+        if pool.get(row, 0):
+            pool[row] -= 1
+            hit += 1
+    return hit / max(len(ref), 1)

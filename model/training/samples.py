@@ -26,7 +26,7 @@ from onepass.operators.patchify import patchify
 from . import domain
 from ..tasks import Prompts, format_captions, format_transcript
 
-__all__ = ["Vocab", "utterance_item", "frame_item", "window_item", "collate", "BUDGET"]
+__all__ = ["Vocab", "make_item", "utterance_item", "frame_item", "window_item", "collate", "BUDGET"]
 
 BUDGET = 70  # soft tokens per frame, as the domain's frames are read
 _FRAME_W, _FRAME_H = 640, 360
@@ -95,7 +95,10 @@ def _render_cells(scene: domain.Scene, rng: np.random.Generator, vocab: Vocab):
     return patches, cell_labels(scene, patches, vocab)
 
 
-def _finish(builder, vocab: Vocab, stamps, patches, audio, task: str, target: str, ctc, cells) -> dict:
+def make_item(builder, vocab: Vocab, stamps, patches, audio, task: str, target: str, ctc, cells) -> dict:
+    """One item in the runner's layout: frames at ``stamps`` (ms from the window start) with their
+    patches, audio frames, the task's prompt, and ``target`` (the loss is on it and its <turn|>);
+    ``ctc`` word ids and ``cells`` per-cell labels for the auxiliary losses (empty: none)."""
     prompts = Prompts()
     prompt = prompts.caption if task == "captions" else prompts.transcript
     has_video, has_audio = bool(stamps), audio.shape[0] > 0
@@ -128,14 +131,14 @@ def utterance_item(rng: np.random.Generator, builder, vocab: Vocab) -> dict:
     audio[lead * 16 : lead * 16 + wave.size] = wave
     frames, _ = frame_audio(_noisy(audio, rng))
     target = format_transcript([(lead, lead + speech_ms, text)])
-    return _finish(builder, vocab, [], [], frames, "transcript", target, vocab.ids(text), [])
+    return make_item(builder, vocab, [], [], frames, "transcript", target, vocab.ids(text), [])
 
 
 def frame_item(rng: np.random.Generator, builder, vocab: Vocab) -> dict:
     scene = domain.random_scene(rng)
     patches, cells = _render_cells(scene, rng, vocab)
     target = format_captions([(0, 0, scene.caption)])
-    return _finish(builder, vocab, [0], [patches], np.zeros((0, 640), np.float32), "captions", target, [], [cells])
+    return make_item(builder, vocab, [0], [patches], np.zeros((0, 640), np.float32), "captions", target, [], [cells])
 
 
 def window_item(rng: np.random.Generator, builder, vocab: Vocab, width_s: int, task: str | None = None) -> dict:
@@ -173,7 +176,7 @@ def window_item(rng: np.random.Generator, builder, vocab: Vocab, width_s: int, t
         target = format_transcript(utts)
     straddles = any(u.start_ms < start_ms < u.end_ms or u.start_ms < end_ms < u.end_ms for u in timeline.utterances)
     spoken = [] if straddles else [i for u in timeline.utterances if start_ms <= u.start_ms and u.end_ms <= end_ms for i in vocab.ids(u.text)]
-    item = _finish(builder, vocab, stamps, patches, frames, task, target, spoken, cells)
+    item = make_item(builder, vocab, stamps, patches, frames, task, target, spoken, cells)
     item["frame_captions"] = dict(scenes)  # stamp (ms from the window start) -> caption
     return item
 
