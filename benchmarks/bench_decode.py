@@ -55,21 +55,24 @@ def run_ours(path: Path, mode: str) -> tuple[int, int]:
 
 
 def _segment(args) -> int:
-    path, mode, a, b, t0 = args
-    with MediaReader(path, mode=mode, audio=False) as media:
+    path, mode, a, b, t0, threads = args
+    with MediaReader(path, mode=mode, audio=False, threads=threads) as media:
         return sum(1 for _ in media.video_segment(a, b, t0))
 
 
 def run_segmented(path: Path, mode: str, workers: int) -> tuple[int, int]:
     """Video in ``workers`` segments decoded by as many processes at once (each from a keyframe
-    before its start: MediaReader.video_segment), audio in one audio-only pass beside them."""
+    before its start: MediaReader.video_segment, with cores / workers FFmpeg threads), audio in one
+    audio-only pass beside them."""
     from concurrent.futures import ProcessPoolExecutor
 
     with MediaReader(path, mode=mode, audio=False) as media:
         t0, duration = media.video_origin(), media.info.duration_ms
     edges = [duration * i // workers // 1000 * 1000 for i in range(workers)] + [None]
+    # as the pipeline does (ray_stages.decode_threads): the cores shared out among the segments' decoders
+    threads = int(os.environ.get("ONEPASS_DECODE_THREADS") or max(1, (os.cpu_count() or 1) // workers))
     with ProcessPoolExecutor(workers) as pool:
-        jobs = pool.map(_segment, [(path, mode, a, b, t0) for a, b in zip(edges, edges[1:])])
+        jobs = pool.map(_segment, [(path, mode, a, b, t0, threads) for a, b in zip(edges, edges[1:])])
         samples = 0
         with MediaReader(path, mode=mode, video=False) as media:
             for item in media.items():

@@ -157,6 +157,7 @@ class MediaReader:
         open_timeout_s: float | None = 10.0,
         read_timeout_s: float | None = 30.0,
         options: dict[str, str] | None = None,
+        threads: int | None = None,
     ):
         if mode not in DECODE_MODES:
             raise ValueError(f"mode must be one of {DECODE_MODES}, got {mode!r}")
@@ -168,6 +169,7 @@ class MediaReader:
         self.want_video = video
         self.want_audio = audio
         self.audio_stream_index = audio_stream
+        self.threads = threads  # FFmpeg decoder threads; None: ONEPASS_DECODE_THREADS, else FFmpeg's choice (one per core)
         self.stats = DecodeStats()
         self._container = self._open(open_timeout_s, read_timeout_s, options or {})
         try:
@@ -203,7 +205,7 @@ class MediaReader:
         audio = audio if audio is not None and audio.codec_context is not None else None
         if video is None and audio is None:
             raise DecodeError(self.source, "no video or audio stream")
-        threads = int(os.environ.get("ONEPASS_DECODE_THREADS", "0"))  # 0: FFmpeg's choice (one per core)
+        threads = self.threads if self.threads is not None else int(os.environ.get("ONEPASS_DECODE_THREADS", "0"))  # 0: FFmpeg's choice
         for stream in (video, audio):
             if stream is not None:
                 stream.thread_type = "AUTO"
@@ -384,7 +386,7 @@ def segment_items(reader: MediaReader, start_ms: int, end_ms: int | None) -> Ite
     state) up to ``end_ms``, by readers of their own. Their errors land in ``reader.stats``."""
     def sibling(video: bool) -> MediaReader:
         return MediaReader(reader.source, fps=reader.fps, mode=reader.mode, video=video, audio=not video,
-                           audio_stream=reader.audio_stream_index)
+                           audio_stream=reader.audio_stream_index, threads=reader.threads)
 
     video: Iterator = iter(())
     if reader.info.has_video:

@@ -11,7 +11,7 @@ import time
 
 from .config import RunConfig
 from .messages import Closed, Failed, Fed, Finished, Opened, Restart
-from .ray_stages import DecodeFollower, cancel, plan_decode, start_decode
+from .ray_stages import DecodeFollower, cancel, decode_threads, plan_decode, start_decode
 from .sources import Source
 
 __all__ = ["Feed"]
@@ -88,7 +88,8 @@ class Feed:
                 stop = _Stop(self, source.id, attempt)
                 if stop.is_set():
                     return
-                tasks = self.tasks[source.id] = [start_decode(source, cfg, span) for span in spans]
+                threads = decode_threads(len(spans))
+                tasks = self.tasks[source.id] = [start_decode(source, cfg, span, threads) for span in spans]
                 try:
                     if len(tasks) == 1:
                         DecodeFollower(self.pools, put, cfg.window_s * 1000, source.is_stream, attempt).follow(tasks[0], stop, deadline)

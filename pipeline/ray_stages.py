@@ -91,10 +91,11 @@ def _handle_sigterm() -> None:
 # machine of a cluster. At most 16 objects (about 8 frames) wait unread per source: decode never
 # runs far ahead of the driver.
 @ray.remote(num_cpus=1, max_retries=0, _generator_backpressure_num_objects=16)
-def decode_source(source: Source, cfg: RunConfig, segment: tuple[int, int | None] | None = None):
+def decode_source(source: Source, cfg: RunConfig, segment: tuple[int, int | None] | None = None, threads: int | None = None):
     """Streams Opened; then FrameHead + FramePart, AudioHead + AudioPart and WindowHead as
     cut_windows makes them; then Finished or Failed. ``segment`` [start_ms, end_ms): only the
-    windows of that span of a file (operators.decode.segment_items), exactly as one pass cuts them."""
+    windows of that span of a file (operators.decode.segment_items), exactly as one pass cuts them;
+    ``threads``: FFmpeg decoder threads (segments side by side share the cores: decode_threads)."""
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
     if not source.is_stream and "://" not in source.location and not os.path.exists(source.location):
         # the driver saw the file; this node does not: inputs are read where they are decoded
@@ -104,7 +105,7 @@ def decode_source(source: Source, cfg: RunConfig, segment: tuple[int, int | None
         return
     try:
         read_timeout_s = cfg.stream_timeout_s if source.is_stream else 30.0
-        with MediaReader(source.location, fps=cfg.fps, mode=cfg.decode_mode, read_timeout_s=read_timeout_s) as media:
+        with MediaReader(source.location, fps=cfg.fps, mode=cfg.decode_mode, read_timeout_s=read_timeout_s, threads=threads) as media:
             yield Opened(media.info, node)
             decoded_ms = 0  # how far the windows reach: a file cut short ends before its stated duration
             width, span, items = cfg.window_s * 1000, None, None
@@ -128,14 +129,25 @@ def decode_source(source: Source, cfg: RunConfig, segment: tuple[int, int | None
         yield Failed(f"{type(exc).__name__}: {exc}", node)
 
 
-def start_decode(source: Source, cfg: RunConfig, segment: tuple[int, int | None] | None = None):
+def decode_threads(segments: int) -> int | None:
+    """FFmpeg threads for each of ``segments`` decoders side by side: the cluster's CPUs shared out
+    (one decoder with FFmpeg's own threads already fills a node; several with one thread each do it
+    with less contention). None for one pass: FFmpeg's choice."""
+    if segments <= 1:
+        return None
+    if os.environ.get("ONEPASS_DECODE_THREADS"):  # pinned by the user (benchmarks)
+        return int(os.environ["ONEPASS_DECODE_THREADS"])
+    return max(1, int(ray.cluster_resources().get("CPU", 1)) // segments)
+
+
+def start_decode(source: Source, cfg: RunConfig, segment: tuple[int, int | None] | None = None, threads: int | None = None):
     """The decode task of ``source`` (its generator); stdin is read through a named pipe on this machine."""
     options = {}
     if source.location == "pipe:0":
         from .sources import stdin_fifo
 
         source, options = dataclasses.replace(source, location=stdin_fifo()), _on_this_node()
-    return decode_source.options(**options).remote(source, cfg, segment)
+    return decode_source.options(**options).remote(source, cfg, segment, threads)
 
 
 MIN_VIDEO_BYTES_PER_S = 4096  # 32 kbit/s: a file smaller than two segments at this rate is too short to split
