@@ -213,6 +213,20 @@ def test_stage0_front_end_learns_its_band_features(tmp_path):
     assert torch.all(frontend_frames(model, frames)[0] == 0)
 
 
+def test_noise_floor_in_training_is_seeded_and_spares_padding():
+    import torch
+
+    from onepass.model.training.recipe import with_noise_floor
+
+    feats = torch.zeros(2, 5, 640)
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    a, b = with_noise_floor(feats, mask, 1e-3), with_noise_floor(feats, mask, 1e-3)
+    assert torch.equal(a, b)  # the same batch, the same noise: a resume replays it exactly
+    assert torch.all(a[1, 3:] == 0) and torch.all(a[mask] != 0)  # padding stays padding
+    assert 0.8e-3 < float(a[mask].std()) < 1.2e-3
+    assert with_noise_floor(feats, mask, 0.0) is feats
+
+
 def test_wer_der_and_boundaries():
     assert metrics.wer("valve number seven", "valve number eleven seven") == (1, 3)
     assert metrics.wer("a b c", "") == (3, 3)
