@@ -86,6 +86,9 @@ class M(nn.Module):
             s.proj.weight.data = torch.tensor(w, dtype=torch.float32)
         s.register_buffer('R', torch.randn(NB, H, generator=torch.Generator().manual_seed(3)) / NB ** 0.5 * 0.58)
         s.layers = nn.ModuleList(Layer() for _ in range(6)); s.norm = RMS(H); s.out = nn.Linear(H, len(vocab) + 1)
+        if __import__("os").environ.get("TIED"):  # the real model's read-out: no bias, weights = token embeddings (std 0.02), softcap 30
+            s.out = nn.Linear(H, len(vocab) + 1, bias=False)
+            nn.init.normal_(s.out.weight, std=0.02)
         if variant in ('hand', 'hand2', 'hand3', 'hand4', 'hand5'):
             s.hand()
 
@@ -193,7 +196,8 @@ class M(nn.Module):
             if i == 1 and __import__("os").environ.get("SCRUB"):  # oracle: only the built log dims (and level) go on
                 keep = torch.zeros(H); keep[L0:L0 + NB + 1] = 1; keep[H - 1] = 1
                 h = h * keep
-        return s.out(s.norm(h))
+        logits = s.out(s.norm(h))
+        return 30.0 * torch.tanh(logits / 30.0) if __import__("os").environ.get("TIED") else logits
 
 
 torch.manual_seed(0); m = M()
