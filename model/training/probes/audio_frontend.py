@@ -12,8 +12,16 @@ Variants:
           compress each band's power relative to the constant: sum_j min(r, t_j)/t_j ~ log r
   logmel  fixed log-mel of the same 60 freqs, linear in (upper bound)
   hand2..hand5  the built front end with a consistent scale (2), centred (3), keeping the level (4), both (5)
-  lmsparse, lmsparse_c, lmsparse_cl, lmsparse_ln, lmsparse_ln_e, lmplus_e, lmdense_fixed, lmdense_rel:
+  lmsparse, lmsparse_c, lmsparse_cl, lmsparse_ln, lmsparse_ln_e, lmplus_e, lmdense_fixed, lmdense_rel,
+  lmsparse_stair, lmsparse_stair_l:
           log features given at the input, in fixed dims or through a fixed random projection (see front0)
+  pre, pre2  the projection + layers 0-1 MLPs pretrained per frame (PRE_STEPS, PRE_LR) to write
+          lmsparse_stair's features, then CTC (the recipe's stage 0)
+Environment: FREEZE=1|2 (built front end / all of layers 0-1 frozen), SIL=1 (layers 0-1 silent),
+SCRUB=1 (only the feature dims leave layer 1), SILZERO=1 (silent frames as zero vectors), NOISE=x
+(noise on the features), DITHER=x (a noise floor of RMS x under every frame), TIED=1 (the real
+model's read-out: no bias, std-0.02 head, softcap 30), GN=1 (where the gradient norm is).
+Session 6's figures: silence as the zero vector blocks learning; a noise floor unblocks it.
 """
 import sys, time, json, pickle, numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 torch.set_num_threads(1)
