@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--segment-minutes", type=float, default=10)
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench"))
     a = ap.parse_args()
-    w = a.workdir
+    w = a.workdir.resolve()  # the sources table holds absolute paths
     base = make_input(w / f"seg_10min_{a.size}.mp4", 10, size=a.size)
     path = repeat_input(base, a.minutes // 10, w / f"seg_{a.minutes}min_{a.size}.mp4") if a.minutes > 10 else base
     one, seg = [], []
