@@ -143,7 +143,7 @@ class Runner:
         cap = self.model.config.get_text_config().final_logit_softcapping
         return cap * torch.tanh(logits / cap) if cap else logits
 
-    def _new_batch(self, batch_size: int = 1, media_len: int = 0) -> _Batch:
+    def _new_batch(self, media_len: int = 0) -> _Batch:
         """An empty batch; with ``cache="static"`` its KV cache is preallocated for the media, the
         longest task prompt and ``max_new_tokens`` (fixed shapes: a decode step that can be captured)."""
         from transformers import DynamicCache, StaticCache
@@ -174,7 +174,7 @@ class Runner:
             embeds[i, pad:] = self.embed(lay, list(w.patches), w.audio)
             attn[i, pad:] = 1
             types[i, pad:] = torch.as_tensor(lay.types, device=self.bb.device)
-        batch = self._new_batch(len(windows), longest)
+        batch = self._new_batch(longest)
         batch.attn, batch.types = attn, types
         hidden, spk = self.forward(embeds, batch, types, capture=capture_audio)
         if capture_audio:

@@ -203,14 +203,7 @@ def _save(state_dir: Path, model, opt, step: int, spent_s: float, meta: dict) ->
     from safetensors.torch import save_file
 
     state_dir.mkdir(parents=True, exist_ok=True)
-    tensors = _trained(model)
-    # tied weights (lm_head = embed_tokens) are one tensor: safetensors wants each stored once
-    seen, unique = set(), {}
-    for n, t in tensors.items():
-        if t.data_ptr() not in seen:
-            seen.add(t.data_ptr())
-            unique[n] = t
-    save_file(unique, state_dir / "trained.safetensors.tmp")
+    save_file(_trained(model), state_dir / "trained.safetensors.tmp")  # named_parameters: a tied weight once
     torch.save({"opt": opt.state_dict()}, state_dir / "optimizer.pt.tmp")
     (state_dir / "state.json.tmp").write_text(json.dumps({"step": step, "spent_s": spent_s, **meta}))
     for name in ("trained.safetensors", "optimizer.pt", "state.json"):  # state.json last: it commits
