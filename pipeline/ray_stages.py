@@ -253,7 +253,10 @@ class DecodeFollower:
 # The operator pools hold no CPU reservation (num_cpus=0, as Ray's default for a running actor):
 # they are light numpy/torch work and must not keep decode tasks from being scheduled on a
 # 2-core machine; the OS shares the cores. A killed pool actor restarts and its call is retried.
-@ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)
+# max_task_retries=-1: a call retries until the actor is back or dead for good (its restarts
+# spent). A bounded count is spent in milliseconds against a node that died but is not yet
+# declared dead (connection refused, over and over), and the windows were lost.
+@ray.remote(num_cpus=0, max_restarts=2, max_task_retries=-1)
 class PatchifyActor:
     """RGB frames -> 48x48x3 cells + positions (operators.patchify), a few frames per call."""
 
@@ -269,7 +272,7 @@ class PatchifyActor:
         return [patchify(part.rgb, self.budget, video=True) for part in parts]
 
 
-@ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)
+@ray.remote(num_cpus=0, max_restarts=2, max_task_retries=-1)
 class AudioFrameActor:
     """A window's 16 kHz samples -> [n, 640] frames (operators.audio), the last one zero-padded."""
 
@@ -297,7 +300,7 @@ class OperatorPools:
         return self.framers[next(self._audio_turn) % len(self.framers)].frame.remote(audio_ref)
 
 
-@ray.remote(max_restarts=2, max_task_retries=2)
+@ray.remote(max_restarts=2, max_task_retries=-1)
 class BackboneActor:
     """One per device, shared by all sources: batches windows through the runner. Windows arrive
     as specs plus their arrays (patches, audio frames), which Ray resolves from the pools'
