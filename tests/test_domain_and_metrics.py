@@ -165,6 +165,13 @@ def test_training_resumes_exactly_and_exports_a_loadable_checkpoint(tmp_path):
 
     with safe_open(str(m / "export" / "model.safetensors"), "pt") as f:
         assert not any("mel" in k for k in f.keys())
+    # a run that read CTC through the lm_head (--ctc-head 0, as runs saved before the field) takes
+    # the training-only CTC head on resume when asked: it joins the optimizer and is checkpointed
+    c = tmp_path / "c"
+    assert _train(["--out", str(c), "--max-steps", "1", "--ctc-head", "0"] + tiny) == 0
+    assert not (c / "ckpt" / "heads.safetensors").exists()
+    assert _train(["--out", str(c), "--max-steps", "2", "--ctc-head", "1"] + tiny) == 0
+    assert (c / "ckpt" / "heads.safetensors").exists() and "u_ctc" in (c / "log.jsonl").read_text()
     evals = [r["eval"] for r in log if "eval" in r]
     assert evals and {"utt_wer", "frame_exact", "swap_audio", "swap_frames", "win_wer", "win_caption_exact"} <= evals[0].keys()
     bb = load_backbone(a / "export", device="cpu")

@@ -80,6 +80,7 @@ class Recipe:
     frontend_steps: int = 1500  # stage 0 (a fresh run only): layers 0-1 learn log band features per audio frame
     frontend_lr: float = 1e-3
     noise_floor: float = 1e-3  # RMS of the noise under all audio (training and, via onepass.json, the runner)
+    ctc_head: int = 1  # 1: CTC reads the final hidden states through a training-only head; 0: through the tied lm_head
     seed: int = 0
 
     def stage(self, step: int) -> str:
@@ -298,7 +299,14 @@ def step_losses(model, batch: dict, recipe: Recipe, heads=None) -> dict[str, tor
     mid = len(model.model.language_model.layers) // 2 - 1
     audio = "audio_time" in batch
     mel = audio and recipe.w_mel > 0 and heads is not None
-    logits, hidden = forward(model, batch, mid if audio else None, recipe.mel_layer if mel else None, recipe.noise_floor)
+    ctc_head = heads["ctc"] if audio and heads is not None and "ctc" in heads else None
+    final = []
+    hook = model.model.language_model.norm.register_forward_hook(lambda _m, _i, out: final.append(out)) if ctc_head is not None else None
+    try:
+        logits, hidden = forward(model, batch, mid if audio else None, recipe.mel_layer if mel else None, recipe.noise_floor)
+    finally:
+        if hook is not None:
+            hook.remove()
     labels = batch["labels"]
     lm = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
     losses = {"lm": lm}
@@ -309,7 +317,7 @@ def step_losses(model, batch: dict, recipe: Recipe, heads=None) -> dict[str, tor
         losses["cells"] = -cell_logp.gather(1, target).mean()
     if "audio_time" in batch:
         amask = types == AUDIO
-        logp = logits.float().log_softmax(-1)
+        logp = (ctc_head(final[-1]) if ctc_head is not None else logits).float().log_softmax(-1)
         targets = batch["ctc_targets"]
         keep = [i for i, t in enumerate(targets) if t.numel() > 0]
         if keep:
@@ -399,10 +407,17 @@ def make_builder(model_dir: Path):
 
 # -- checkpoints ----------------------------------------------------------------------------------
 def make_heads(recipe: Recipe, model):
-    """Training-only heads (not exported): the front-end loss's linear read-out of log-mel bands."""
-    if recipe.w_mel <= 0:
-        return None
-    return torch.nn.ModuleDict({"mel": torch.nn.Linear(model.config.get_text_config().hidden_size, _MEL_BANDS)})
+    """Training-only heads (not exported): CTC's read-out of the final hidden states (with a bias,
+    no softcap: measured in probes/audio_frontend.py, CTC through the tied, softcapped lm_head sat on
+    the blank plateau at 250 steps (WER 0.918) where an untied read-out had learnt (0.722)); the
+    front-end loss's linear read-out of log-mel bands."""
+    hidden = model.config.get_text_config().hidden_size
+    heads = {}
+    if recipe.ctc_head:
+        heads["ctc"] = torch.nn.Linear(hidden, model.config.get_text_config().vocab_size)
+    if recipe.w_mel > 0:
+        heads["mel"] = torch.nn.Linear(hidden, _MEL_BANDS)
+    return torch.nn.ModuleDict(heads) if heads else None
 
 
 def save(ckpt: Path, model, ema, opt, step: int, recipe: Recipe, spent_s: float, heads=None) -> None:
@@ -428,7 +443,11 @@ def load(ckpt: Path, model, ema, opt, heads=None) -> tuple[int, float]:
 
     saved_heads = heads is not None and (ckpt / "heads.safetensors").exists()
     if saved_heads:
-        heads.load_state_dict(load_file(ckpt / "heads.safetensors"))
+        state = load_file(ckpt / "heads.safetensors")
+        if set(state) != set(heads.state_dict()):
+            raise ValueError(f"{ckpt}: its training-only heads {sorted(state)} are not this recipe's {sorted(heads.state_dict())}; "
+                             "resume with the run's own --ctc-head / --w-mel")
+        heads.load_state_dict(state)
         opt.add_param_group({"params": list(heads.parameters()), "weight_decay": 0.0})
     model.load_state_dict(load_file(ckpt / "model.safetensors"), strict=False)
     ema.load_state_dict(load_file(ckpt / "ema.safetensors"), strict=False)
@@ -521,6 +540,8 @@ def main(argv=None) -> int:
     ckpt, base = args.out / "ckpt", args.out / "base"
     overrides = {k: getattr(args, k) for k in Recipe.__dataclass_fields__ if getattr(args, k) is not None}
     saved = json.loads((ckpt / "state.json").read_text())["recipe"] if (ckpt / "state.json").exists() else {}
+    if saved:
+        saved.setdefault("ctc_head", 0)  # a run saved before the field existed read CTC through the lm_head
     recipe = Recipe(**{**saved, **overrides})
     if args.threads:
         torch.set_num_threads(args.threads)
