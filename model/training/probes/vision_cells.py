@@ -35,6 +35,10 @@ Given at the input, those staircase features give per-cell shape 0.932 at 200 st
 So the log compression is the missing piece (as for audio) and the per-cell front end is the part to
 make faster: next, layer 1's staircase built (a constant dim from the power sum, min(r, t) = r -
 relu(r - t) with large-gain gelu), or a longer stage 0 (audio's needed 1,500 steps for R^2 0.93).
+Caveat on hand / handpre: the x/y position embeddings (nn.Embedding, std 1) are added to every dim
+before layer 0, the Fourier dims included, so layer 0's built squares also square position noise
+(the per-cell pre-training path sees no positions); rerun them with positions kept out of dims
+0..223 (as the real embedder's position table can be started) before drawing a line under them.
 Environment: STAIR=1 (the staircase features, input and target), PRE_STEPS, LR, THREADS, FRAMES.
 """
 import os
