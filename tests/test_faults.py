@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from subproc import ctrl_c_reaches_it
 from synth import tone, write_clip
 
 TABLES = ("captions", "transcripts", "speakers", "answers")
@@ -69,13 +70,7 @@ def run_cli(inputs: Path, out: Path, model: Path, *extra, env=None) -> subproces
                              "--window-s", "4", "--tasks", "captions,transcript,diarization", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True,  # its own process group: the local Ray it starts can be cleaned up alone
-                            preexec_fn=_ctrl_c_reaches_it)
-
-
-def _ctrl_c_reaches_it() -> None:
-    """A test run started in the background (``.ci/run &``) hands its children SIGINT ignored, as a
-    shell does for background jobs; the driver must get it as a foreground command would."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+                            preexec_fn=ctrl_c_reaches_it)
 
 
 @pytest.fixture(scope="module")

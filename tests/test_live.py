@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from subproc import ctrl_c_reaches_it
 from synth import tone, write_clip
 from conftest import tool
 
@@ -35,13 +36,7 @@ def ts_clip(tmp_path_factory) -> Path:
 def onepass(url: str, out: Path, model: Path, *extra, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "onepass.pipeline.cli", "run", url, "-o", str(out), "--model", str(model),
                              "--window-s", "4", *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=_ctrl_c_reaches_it, **kw)
-
-
-def _ctrl_c_reaches_it() -> None:
-    """A test run started in the background (``.ci/run &``) hands its children SIGINT ignored, as a
-    shell does for background jobs; the driver must get Ctrl-C as a foreground command would."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+                            preexec_fn=ctrl_c_reaches_it, **kw)
 
 
 def q(sql: str):
