@@ -205,6 +205,7 @@ def test_stage0_front_end_learns_its_band_features(tmp_path):
     assert _train(["--out", str(out), "--max-steps", "1"] + tiny) == 0
     fe = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if "frontend_step" in line]
     assert [r["frontend_step"] for r in fe] == [1, 60] and fe[-1]["mse"] < 0.5 * fe[0]["mse"], fe
+    assert fe[-1]["cells"] > 0 and fe[-1]["mse_vision"] < 0.5 * fe[0]["mse_vision"], fe  # cells too (vision_frontend)
     assert _train(["--out", str(out), "--max-steps", "2"] + tiny) == 0  # resumed: no second stage 0
     assert sum("frontend_step" in line for line in (out / "log.jsonl").read_text().splitlines()) == 2
     # the layout: band features land in their dims; silence stays zero (no bias anywhere)
@@ -218,6 +219,18 @@ def test_stage0_front_end_learns_its_band_features(tmp_path):
 
     _, model = build_model(Recipe(hidden=64, layers=2, intermediate=128), tmp_path / "c")
     assert torch.all(frontend_frames(model, frames)[0] == 0)
+    # cells: the vision rows' pairs land in the audio's pair dims, nothing in the feature dims
+    from onepass.model.training.recipe import cell_stair_features, vision_frontend_init
+
+    vision_frontend_init(model)
+    cells = torch.full((3, 6912), 128, dtype=torch.uint8)
+    cells[1, ::2] = 255  # a vertical-stripe texture (luminance), and an edge: left half dark
+    cells[2].view(48, 48, 3)[:, :24] = 0
+    emb = model.model.embed_vision(cells[None].float() / 255, torch.tensor([[[0, 0], [1, 0], [2, 1]]])).pooler_output[0]
+    assert torch.all(emb[:, first : first + bands + 1] == 0) and emb[0, : 2 * bands].abs().max() < 1e-6
+    assert emb[2, : 2 * bands].abs().sum() > 0
+    feats = cell_stair_features(cells, bands)
+    assert feats.shape == (3, bands) and torch.all(feats[0] == 0) and feats[2].abs().sum() > 0
 
 
 def test_noise_floor_in_training_is_seeded_and_spares_padding():

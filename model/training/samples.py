@@ -88,7 +88,7 @@ def cell_labels(scene: domain.Scene, patches, vocab: Vocab, min_cover: float = 0
     return out
 
 
-def _render_cells(scene: domain.Scene, rng: np.random.Generator, vocab: Vocab):
+def render_cells(scene: domain.Scene, rng: np.random.Generator, vocab: Vocab):
     img = domain.render(scene, rng=rng)
     noise = rng.normal(0, rng.uniform(0, 3), img.shape)
     patches = patchify(np.clip(img + noise, 0, 255).astype(np.uint8), BUDGET, video=True)
@@ -136,7 +136,7 @@ def utterance_item(rng: np.random.Generator, builder, vocab: Vocab) -> dict:
 
 def frame_item(rng: np.random.Generator, builder, vocab: Vocab) -> dict:
     scene = domain.random_scene(rng)
-    patches, cells = _render_cells(scene, rng, vocab)
+    patches, cells = render_cells(scene, rng, vocab)
     target = format_captions([(0, 0, scene.caption)])
     return make_item(builder, vocab, [0], [patches], np.zeros((0, 640), np.float32), "captions", target, [], [cells])
 
@@ -153,7 +153,7 @@ def window_item(rng: np.random.Generator, builder, vocab: Vocab, width_s: int, t
         t = start_ms + k * 1000
         j = next(i for i, (span, _) in enumerate(timeline.scenes) if span.start_ms <= t < span.end_ms)
         if j not in cache:
-            cache[j] = _render_cells(timeline.scenes[j][1], rng, vocab)
+            cache[j] = render_cells(timeline.scenes[j][1], rng, vocab)
         patches.append(cache[j][0])
         cells.append(cache[j][1])
         stamps.append(k * 1000)

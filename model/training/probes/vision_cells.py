@@ -185,6 +185,8 @@ class Net(nn.Module):
                         m.down.weight[112 + j % 56, u] = 1.0
                 m.n_pa.weight.zero_()
                 s.layers[1].n_pa.weight.zero_()
+                s.px.weight[:, :224] = 0  # positions kept out of the built dims (the real position table can start so)
+                s.py.weight[:, :224] = 0
         if variant == "pre":
             with torch.no_grad():
                 rows = torch.from_numpy(dft_rows()).float()
