@@ -268,8 +268,9 @@ def pretrain_frontend(model, recipe: Recipe, base: Path, record, device="cpu") -
 # layers built as Gemma 4's, 300 steps of 24 frames): raw cells 0.45; the staircase log of the
 # relative power of the cell's 56 lowest 2D frequencies GIVEN at the input 0.93; the projection
 # (a 2D Fourier basis) + layers 0-1 MLPs trained per cell to write those features first (attention
-# silent, layer 0 built for pair powers; 400 steps, R^2 0.39: 0.60; 3,000 steps, R^2 0.90: 0.80). Raw pixels are not shift
-# invariant; a shape's outline is, in the magnitudes of its cells' spectra. The vision projection
+# silent, layer 0 built for pair powers; 400 steps, R^2 0.39: 0.60; 3,000 steps, R^2 0.90: 0.80).
+# Raw pixels are not shift invariant; a shape's outline is, in the magnitudes of its cells'
+# spectra. The vision projection
 # puts cos/sin of frequency k into the SAME residual dims (k, bands + k) as the audio's bands, so
 # layers 0-1 learn one function of those dims (the staircase of relative pair powers) for both.
 def vision_rows(bands: int, patch: int = 48) -> np.ndarray:
@@ -303,8 +304,9 @@ def cell_stair_features(cells: torch.Tensor, bands: int) -> torch.Tensor:
 @torch.no_grad()
 def vision_frontend_init(model) -> None:
     """patch_dense: the vision rows in dims 0..2*bands-1 (no bias there); positions kept out of
-    those dims (and zero-mean, so that the LayerNorms after them shift nothing); the final projection carries them unchanged into the same residual dims, and the
-    rest (other dense rows, positions) into the dims the front end neither reads nor writes."""
+    those dims (and zero-mean, so that the LayerNorms after them shift nothing); the final
+    projection carries them unchanged into the same residual dims, and the rest (other dense
+    rows, positions) into the dims the front end neither reads nor writes."""
     ev = model.model.embed_vision
     hidden = model.config.get_text_config().hidden_size
     bands, first = frontend_layout(hidden)
