@@ -104,7 +104,7 @@ def test_cell_labels_name_the_shape_under_each_cell(tmp_path):
     builder, vocab, tok = _builder(tmp_path)
     shp = domain.Shape("square", "red", (220, 40, 40), x0=0, y0=0, size=180)
     scene = domain.Scene(40, (shp,), "a large red square")
-    patches, cells = S._render_cells(scene, np.random.default_rng(0), vocab)
+    patches, cells = S.render_cells(scene, np.random.default_rng(0), vocab)
     assert patches.grid_hw == (6, 11)
     words = [tuple(tok.convert_ids_to_tokens(c.tolist())) for c in cells]
     assert words[0] == ("red", "square", "large")  # top-left cell: fully covered
