@@ -189,10 +189,15 @@ def stair_features(frames: torch.Tensor, bands: int) -> torch.Tensor:
     rows = torch.from_numpy(_front_rows(bands)).float()
     c, s = x @ rows[:bands].T, x @ rows[bands:].T
     p = c * c + s * s
+    return torch.cat([_stair(p, 0.0), torch.log(p.mean(-1, keepdim=True) + 1e-3)], -1)
+
+
+def _stair(p: torch.Tensor, silent: float) -> torch.Tensor:
+    """Pair powers [N, bands] -> the centred staircase log of their power relative to the mean
+    (sum_j min(r, t_j) / t_j); zeros where the total power is not above ``silent``."""
     r = p / (p.mean(-1, keepdim=True) + 1e-9)
     stair = sum(torch.clamp(r, max=t) / t for t in _STAIR)
-    stair = (stair - stair.mean(-1, keepdim=True)) * (p.sum(-1, keepdim=True) > 0)
-    return torch.cat([stair, torch.log(p.mean(-1, keepdim=True) + 1e-3)], -1)
+    return (stair - stair.mean(-1, keepdim=True)) * (p.sum(-1, keepdim=True) > silent)
 
 
 @torch.no_grad()
@@ -211,7 +216,12 @@ def frontend_init(model) -> None:
 def frontend_frames(model, frames: torch.Tensor) -> torch.Tensor:
     """What the embedder and layers 0-1 make of single frames [N, 640] while their attention is
     silent (the decoder layer's own computation without the attention term)."""
-    h = model.model.embed_audio(inputs_embeds=frames[None])[0]
+    return _front_layers(model, model.model.embed_audio(inputs_embeds=frames[None])[0])
+
+
+def _front_layers(model, h: torch.Tensor) -> torch.Tensor:
+    """Layers 0-1 on single tokens while their attention is silent: each decoder layer's own
+    computation without the attention term."""
     for layer in model.model.language_model.layers[:2]:
         h = (h + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(h)))) * layer.layer_scalar
     return h
@@ -295,10 +305,7 @@ def cell_stair_features(cells: torch.Tensor, bands: int) -> torch.Tensor:
     x = F.layer_norm(cells.float() / 255.0, cells.shape[-1:])
     rows = torch.from_numpy(vision_rows(bands, int(round((cells.shape[-1] // 3) ** 0.5)))).float()
     c, s = x @ rows[:bands].T, x @ rows[bands:].T
-    p = c * c + s * s
-    r = p / (p.mean(-1, keepdim=True) + 1e-9)
-    stair = sum(torch.clamp(r, max=t) / t for t in _STAIR)
-    return (stair - stair.mean(-1, keepdim=True)) * (p.sum(-1, keepdim=True) > 1e-6)
+    return _stair(c * c + s * s, 1e-6)
 
 
 @torch.no_grad()
@@ -349,10 +356,7 @@ def power_init(model) -> None:
 def frontend_cells(model, cells: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """What the vision embedder and layers 0-1 make of single cells [N, 6912] uint8 at their
     positions [N, 2] while layers 0-1's attention is silent."""
-    h = model.model.embed_vision(cells[None].float() / 255.0, positions[None]).pooler_output[0]
-    for layer in model.model.language_model.layers[:2]:
-        h = (h + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(h)))) * layer.layer_scalar
-    return h
+    return _front_layers(model, model.model.embed_vision(cells[None].float() / 255.0, positions[None]).pooler_output[0])
 
 
 # -- losses ---------------------------------------------------------------------------------------
