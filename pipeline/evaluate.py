@@ -65,8 +65,7 @@ def score(out: Path, clips: list[Path]) -> dict:
         d, t = metrics.der(ref_turns, hyp_turns)
         der_err, der_total = der_err + d, der_total + t
         caps = {frame: text for frame, text in _rows(con, out, "captions", path)}
-        frames = list(range(0, truth["duration_ms"], 1000))
-        ok, n = metrics.caption_exact([(s["start_ms"], s["end_ms"], s["caption"]) for s in truth["scenes"]], caps, frames)
+        ok, n = metrics.caption_exact([(s["start_ms"], s["end_ms"], s["caption"]) for s in truth["scenes"]], caps, truth["duration_ms"])
         cap_ok, cap_n = cap_ok + ok, cap_n + n
         bounds += metrics.boundary_errors([(u["start_ms"], u["end_ms"]) for u in truth["utterances"]],
                                           [(a, b) for a, b, _, _ in _rows(con, out, "transcripts", path)])

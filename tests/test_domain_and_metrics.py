@@ -258,4 +258,8 @@ def test_wer_der_and_boundaries():
     assert total == pytest.approx(7.0, abs=0.02) and err == pytest.approx(4.0, abs=0.02)
     assert metrics.der(ref, [])[0] / metrics.der(ref, [])[1] == pytest.approx(1)
     assert metrics.boundary_errors([(1000, 3000)], [(1200, 2900), (5000, 6000)]) == [200, 100]
-    assert metrics.caption_exact([(0, 3000, "a small red circle")], {0: "a small red circle", 1000: "x"}, [0, 1000, 2000]) == (1, 3)
+    assert metrics.caption_exact([(0, 3000, "a small red circle")], {0: "a small red circle", 1000: "x"}, 3000) == (1, 3)
+    # the kept frame of an instant may lag it (fast decode: 1,040 ms); judged at its own time
+    scenes = [(0, 1020, "red circle"), (1020, 3000, "blue square")]
+    assert metrics.caption_exact(scenes, {0: "red circle", 1040: "blue square", 2080: "red circle"}, 3000) == (2, 3)
+    assert metrics.caption_exact(scenes, {0: "red circle", 2000: "blue square"}, 3000) == (2, 3)  # no frame at 1 s: wrong

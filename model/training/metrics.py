@@ -50,13 +50,25 @@ def der(reference: list[tuple[int, int, str]], hypothesis: list[tuple[int, int, 
     return float(errors), float(detail["total"])
 
 
-def caption_exact(truth_scenes: list[tuple[int, int, str]], captions: dict[int, str], frame_ms: list[int]) -> tuple[int, int]:
-    """(kept frames whose caption equals the truth at that time, kept frames)."""
-    ok = 0
-    for t in frame_ms:
-        truth = next((c for a, b, c in truth_scenes if a <= t < b), None)
-        ok += truth is not None and captions.get(t, "").strip() == truth
-    return ok, len(frame_ms)
+def caption_exact(truth_scenes: list[tuple[int, int, str]], captions: dict[int, str], duration_ms: int,
+                  step_ms: int = 1000) -> tuple[int, int]:
+    """(sampling instants whose kept frame is captioned exactly, sampling instants).
+
+    One instant per ``step_ms`` from 0; its kept frame is the first captioned frame at or after the
+    instant and before the next one (the decoder keeps the first frame at or after each instant, and
+    in its default fast mode that frame may lag by a few frame intervals: 1,040 ms at 25 fps). The
+    caption is judged against the scene at the frame's own time. An instant without a captioned
+    frame counts as wrong."""
+    frames = sorted(captions)
+    ok = n = 0
+    for t in range(0, duration_ms, step_ms):
+        n += 1
+        kept = next((f for f in frames if t <= f < t + step_ms), None)
+        if kept is None:
+            continue
+        truth = next((c for a, b, c in truth_scenes if a <= kept < b), None)
+        ok += truth is not None and captions[kept].strip() == truth
+    return ok, n
 
 
 def boundary_errors(truth: list[tuple[int, int]], segments: list[tuple[int, int]]) -> list[int]:
