@@ -1,4 +1,11 @@
-"""Windows in, typed records out: prompts -> runner -> parsers -> speaker regions."""
+"""Windows in, typed records out: prompts -> runner -> parsers -> speaker regions.
+
+A task's *unit* (the checkpoint's ``onepass.json``, :func:`onepass.model.meta.model_units`) says
+what one request covers: the whole window (real Gemma 4 weights), each kept frame alone
+(captions) or each speech region alone (transcripts). Unit requests are small windows of their
+own (:func:`frame_windows`, :func:`speech_windows`), batched through the same runner and parsed
+by the same parsers; their times come back relative to the unit, hence absolute.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +13,85 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .records import Window, WindowResult
+from onepass.operators.audio import FRAME_MS, speech_spans
+from onepass.operators.spans import Span
+
+from .records import Caption, Segment, Window, WindowResult
 from .speakers import region_embeddings
 from .tasks import Prompts, TaskSet, make_answer, parse_captions, parse_transcript
 
 if TYPE_CHECKING:  # the runner imports torch; analyse() with no task to run must not need it
     from .runner import Runner, StreamSession
 
-__all__ = ["TaskSet", "analyse", "analyse_streamed"]
+__all__ = ["TaskSet", "analyse", "analyse_streamed", "frame_windows", "speech_windows"]
+
+UNIT_BATCH = 32  # unit requests (frames, speech regions) prefilled together
+SPEECH_PAD_MS = 400  # audio kept around a speech region (at most half the gap to its neighbours)
+
+
+def frame_windows(w: Window) -> list[Window]:
+    """One window per kept frame, that frame alone (stamp 00:00), spanning to the next kept frame."""
+    out = []
+    for k, (t, patches) in enumerate(zip(w.frame_ms, w.patches)):
+        end = w.frame_ms[k + 1] if k + 1 < len(w.frame_ms) else max(w.span.end_ms, t + 1)
+        out.append(Window(w.source_id, Span(t, end), (t,), (patches,), w.audio[:0], t))
+    return out
+
+
+def speech_windows(w: Window, pad_ms: int = SPEECH_PAD_MS) -> list[Window]:
+    """One audio-only window per speech region of ``w`` (the regions speaker turns use), with up to
+    ``pad_ms`` of audio either side but never past half the gap to a neighbouring region."""
+    spans = speech_spans(w.audio, w.audio_start_ms)
+    n = w.audio.shape[0]
+    out = []
+    for i, s in enumerate(spans):
+        lo, hi = s.start_ms - pad_ms, s.end_ms + pad_ms
+        if i:
+            lo = max(lo, (spans[i - 1].end_ms + s.start_ms) // 2)
+        if i + 1 < len(spans):
+            hi = min(hi, (s.end_ms + spans[i + 1].start_ms) // 2)
+        a = max(0, (lo - w.audio_start_ms) // FRAME_MS)
+        b = min(n, -(-(hi - w.audio_start_ms) // FRAME_MS))
+        start = w.audio_start_ms + a * FRAME_MS
+        span = Span(start, w.audio_start_ms + b * FRAME_MS)
+        out.append(Window(w.source_id, span, (), (), w.audio[a:b], start))
+    return out
+
+
+def _by_unit(runner: Runner, windows: list[Window], unit: str, jobs: list[tuple[str, str]], capture: bool = False):
+    """Ask every unit (``frame`` or ``speech``) of every window the prompts of ``jobs`` [(kind, prompt)].
+
+    Returns, per window, the parsed records by kind and (``capture``) the speaker layer's hidden
+    states over the window's audio frames, filled in from the units' own prefills (frames outside
+    every unit stay zero: they lie outside every speech region, where no speaker embedding looks)."""
+    cut = frame_windows if unit == "frame" else speech_windows
+    units = [(i, u) for i, w in enumerate(windows) for u in cut(w)]
+    records: list[dict[str, list]] = [{kind: [] for kind, _ in jobs} for _ in windows]
+    hidden: list[np.ndarray | None] = [None] * len(windows)
+    for b in range(0, len(units), UNIT_BATCH):
+        chunk = units[b : b + UNIT_BATCH]
+        texts, batch = runner.generate([u for _, u in chunk], [p for _, p in jobs], capture_audio=capture)
+        for j, ((i, u), unit_texts) in enumerate(zip(chunk, texts)):
+            w = windows[i]
+            if capture:
+                h = batch.audio_hidden[j]
+                if hidden[i] is None:
+                    hidden[i] = np.zeros((w.audio.shape[0], h.shape[1]), np.float32)
+                a = (u.audio_start_ms - w.audio_start_ms) // FRAME_MS
+                hidden[i][a : a + h.shape[0]] = h
+            span = Span(max(u.span.start_ms, w.span.start_ms), min(u.span.end_ms, w.span.end_ms))
+            if span.duration_ms <= 0:
+                continue
+            for (kind, _), text in zip(jobs, unit_texts):
+                if kind == "captions":
+                    records[i][kind] += parse_captions(text, list(u.frame_ms), span)
+                else:
+                    records[i][kind] += parse_transcript(text, span)
+    return records, hidden
+
+
+def _units(runner) -> dict[str, str]:
+    return (getattr(getattr(runner, "bb", None), "units", None) or {}) if runner is not None else {}
 
 
 def _prompts_for(w: Window, tasks: TaskSet, prompts: Prompts) -> list[tuple[str, str]]:
@@ -32,6 +110,7 @@ def analyse(runner: Runner, windows: list[Window], tasks: TaskSet, prompts: Prom
     groups: dict[tuple[bool, bool], list[int]] = {}
     for i, w in enumerate(windows):
         groups.setdefault((w.has_video, w.has_audio), []).append(i)
+    units = _units(runner)
     for idx in groups.values():
         group = [windows[i] for i in idx]
         jobs = _prompts_for(group[0], tasks, prompts)
@@ -40,14 +119,42 @@ def analyse(runner: Runner, windows: list[Window], tasks: TaskSet, prompts: Prom
             for i in idx:
                 results[i] = WindowResult(source_id=windows[i].source_id, span=windows[i].span)
             continue
-        texts, batch = runner.generate(group, [p for _, p in jobs], capture_audio=want_speech)
+        by_frame = [(k, p) for k, p in jobs if units.get(k) == "frame"]
+        by_speech = [(k, p) for k, p in jobs if units.get(k) == "speech"]
+        whole = [(k, p) for k, p in jobs if units.get(k, "window") == "window"]
+        # speech units carry the speaker layer's states when transcripts are asked per region
+        speech_units = units.get("transcript") == "speech" and group[0].has_audio and (bool(by_speech) or want_speech)
+        given: list[dict[str, list]] = [{} for _ in group]
+        hidden: list = [None] * len(group)
+        if by_frame:
+            recs, _ = _by_unit(runner, group, "frame", by_frame)
+            for g, r in zip(given, recs):
+                g.update(r)
+        if speech_units:
+            recs, hidden = _by_unit(runner, group, "speech", by_speech, capture=want_speech)
+            for g, r in zip(given, recs):
+                g.update(r)
+        window_capture = want_speech and not speech_units
+        if whole or window_capture:
+            texts, batch = runner.generate(group, [p for _, p in whole], capture_audio=window_capture)
+            if window_capture:
+                hidden = batch.audio_hidden
+        else:
+            texts = [[] for _ in group]
         for k, (i, w) in enumerate(zip(idx, group)):
-            results[i] = _result(w, jobs, texts[k], batch.audio_hidden[k] if want_speech else None)
+            h = hidden[k] if want_speech else None
+            if want_speech and h is None:  # no speech unit in this window: no region either
+                h = np.zeros((w.audio.shape[0], runner.model.config.get_text_config().hidden_size), np.float32)
+            results[i] = _result(w, whole, texts[k], h, given[k])
     return [results[i] for i in range(len(windows))]
 
 
-def _result(w: Window, jobs: list[tuple[str, str]], texts: list[str], audio_hidden) -> WindowResult:
-    captions, segments, answers = [], [], []
+def _result(w: Window, jobs: list[tuple[str, str]], texts: list[str], audio_hidden, given: dict | None = None) -> WindowResult:
+    """``given``: records already parsed per unit, by task kind ("captions", "transcript")."""
+    given = given or {}
+    captions: list[Caption] = list(given.get("captions", []))
+    segments: list[Segment] = list(given.get("transcript", []))
+    answers = []
     for (kind, prompt), text in zip(jobs, texts):
         if kind == "captions":
             captions = parse_captions(text, list(w.frame_ms), w.span)
@@ -71,7 +178,14 @@ def analyse_streamed(runner: Runner, session: StreamSession | None, w: Window, t
     session = session or StreamSession(runner, w.span.start_ms, has_video=False, has_audio=w.has_audio)
     want_speech = tasks.diarization and w.has_audio
     session.add_audio(w.audio, capture=want_speech)
+    units = _units(runner)
     jobs = _prompts_for(w, tasks, prompts)
-    texts = session.finish([p for _, p in jobs])
+    whole = [(k, p) for k, p in jobs if units.get(k, "window") == "window"]
+    texts = session.finish([p for _, p in whole])
     hidden = np.concatenate(session.audio_hidden) if want_speech and session.audio_hidden else None
-    return _result(w, jobs, texts, hidden)
+    given: dict[str, list] = {}
+    for unit in ("frame", "speech"):
+        asked = [(k, p) for k, p in jobs if units.get(k) == unit]
+        if asked:
+            given.update(_by_unit(runner, [w], unit, asked)[0][0])
+    return _result(w, whole, texts, hidden, given)

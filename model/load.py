@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .meta import DEFAULT_MODEL_DIR, MODEL_META, model_noise_floor, model_window_s
+from .meta import DEFAULT_MODEL_DIR, MODEL_META, model_noise_floor, model_units, model_window_s
 
 __all__ = ["Backbone", "ModelLoadError", "QUANTIZE", "quantize_decoder", "DEFAULT_MODEL_DIR", "MODEL_META", "load_backbone", "model_window_s", "pick_device_dtype"]
 
@@ -41,6 +41,7 @@ class Backbone:
     dtype: torch.dtype
     stop_ids: tuple[int, ...]
     noise_floor: float = 0.0  # RMS of the noise the runner adds under audio frames (the checkpoint's onepass.json)
+    units: dict | None = None  # what one request covers per task (meta.model_units); None: whole windows
 
     @property
     def config(self):
@@ -173,4 +174,4 @@ def load_backbone(path: str | os.PathLike | None = None, *, device: str | None =
     if isinstance(turn_end, int) and turn_end != tokenizer.unk_token_id:
         stop.add(turn_end)
     return Backbone(path=path, model=model, tokenizer=tokenizer, chat_template=chat_template, device=dev, dtype=dt, stop_ids=tuple(sorted(stop)),
-                    noise_floor=model_noise_floor(path))
+                    noise_floor=model_noise_floor(path), units=model_units(path))

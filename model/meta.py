@@ -1,7 +1,9 @@
 """What onepass knows of a checkpoint beyond its Hugging Face files (no torch: the driver reads it).
 
 ``onepass.json`` beside ``config.json`` may say ``{"window_s": 10}``: the window length the model was
-trained for, used when ``--window-s`` is not given. Real Gemma 4 weights have none: 30 s.
+trained for, used when ``--window-s`` is not given, and ``{"units": {"captions": "frame",
+"transcript": "speech"}}``: what one request covers (:func:`model_units`). Real Gemma 4 weights
+have neither: 30 s windows, one request per task per window.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["DEFAULT_MODEL_DIR", "MODEL_META", "DEFAULT_WINDOW_S", "model_window_s", "model_noise_floor"]
+__all__ = ["DEFAULT_MODEL_DIR", "MODEL_META", "DEFAULT_WINDOW_S", "model_window_s", "model_noise_floor", "model_units", "UNITS"]
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
 MODEL_META = "onepass.json"
@@ -49,3 +51,34 @@ def model_noise_floor(path: str | os.PathLike | None = None) -> float:
         return float(value)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{meta}: noise_floor must be a number in [0, 0.1) ({exc})") from exc
+
+
+UNITS = {"captions": ("window", "frame"), "transcript": ("window", "speech")}
+
+
+def model_units(path: str | os.PathLike | None = None) -> dict[str, str]:
+    """What one request of each task covers, for a checkpoint: ``units`` in its ``onepass.json``.
+
+    ``window`` (the default, and what real Gemma 4 weights get): one request per window with all its
+    frames and audio. ``frame`` (captions): one request per kept frame, that frame alone.
+    ``speech`` (transcripts): one request per speech region of the window (energy regions, as the
+    speaker turns use), that region's audio alone with up to 400 ms around it; the model's times are
+    relative to the region's audio. WhisperX cuts audio at voice activity before recognition for
+    the same reason: a small model that transcribes a short clip well loses its place over a long
+    one (issue 11: held-out WER 0.28 on single utterances vs 0.85 over 10 s windows, same weights).
+    """
+    meta = (Path(path) if path is not None else DEFAULT_MODEL_DIR) / MODEL_META
+    units = {task: choices[0] for task, choices in UNITS.items()}
+    if not meta.is_file():
+        return units
+    try:
+        given = json.loads(meta.read_text()).get("units", {})
+        if not isinstance(given, dict):
+            raise TypeError(f"units is {given!r}")
+        for task, value in given.items():
+            if task not in UNITS or value not in UNITS[task]:
+                raise TypeError(f"units[{task!r}] = {value!r}; choose from {UNITS}")
+            units[task] = value
+        return units
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{meta}: bad units ({exc})") from exc

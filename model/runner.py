@@ -37,14 +37,14 @@ _SUFFIX_ROOM = 64  # tokens a task prompt may add after the media (the default p
 
 @dataclass
 class Throughput:
-    items: int = 0
+    items: int = 0  # prefilled requests: whole windows, or frames / speech regions asked alone (analyse units)
     prefill_tokens: int = 0
     generated_tokens: int = 0
     seconds: float = 0.0
 
     def line(self) -> str:
         s = max(self.seconds, 1e-9)
-        return (f"{self.items} windows, {self.items / s:.2f} windows/s, prefill {self.prefill_tokens / s:.0f} tok/s, "
+        return (f"{self.items} requests, {self.items / s:.2f} requests/s, prefill {self.prefill_tokens / s:.0f} tok/s, "
                 f"decode {self.generated_tokens / s:.1f} tok/s")
 
 

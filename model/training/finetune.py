@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..load import check_folder
-from ..meta import MODEL_META, model_noise_floor, model_window_s
+from ..meta import MODEL_META, model_noise_floor, model_units, model_window_s
 from ..records import Window
 from ..tasks import format_captions, format_transcript
 from . import samples as S
@@ -256,7 +256,7 @@ def export(model, method: str, base: Path, out_dir: Path, note: dict) -> Path:
         if (base / name).exists():
             shutil.copy(base / name, tmp / name)
     (tmp / MODEL_META).write_text(json.dumps({"window_s": model_window_s(base), "noise_floor": model_noise_floor(base),
-                                              "finetuned_from": str(base), **note}, indent=1))
+                                              "units": model_units(base), "finetuned_from": str(base), **note}, indent=1))
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)

@@ -584,11 +584,20 @@ def load(ckpt: Path, model, ema, opt, heads=None) -> tuple[int, float]:
     return meta["step"], meta["spent_s"]
 
 
+# What the runner asks the exported model per request (meta.model_units): each kept frame alone and
+# each speech region alone. Measured on 20 held-out clips (seed 2) with the same step-2984 weights:
+# WER 84.8% -> 48.1%, exact captions 16.7% -> 70.5%, median boundary 764 -> 46 ms, DER 14.6% both,
+# against whole 10 s windows: the model transcribes and captions short items well and loses its
+# place over a window's 250 audio and 700+ video tokens.
+EXPORT_UNITS = {"captions": "frame", "transcript": "speech"}
+
+
 def export(model, base: Path, out_dir: Path, recipe: Recipe, note: dict | None = None) -> Path:
     """A Hugging Face folder (bf16 safetensors + tokenizer + template + onepass.json) for ``--model``."""
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     export_hf(copy.deepcopy(model).eval(), base, tmp)
-    (tmp / MODEL_META).write_text(json.dumps({"window_s": recipe.window_s, "noise_floor": recipe.noise_floor, **(note or {})}, indent=1))
+    meta = {"window_s": recipe.window_s, "noise_floor": recipe.noise_floor, "units": EXPORT_UNITS, **(note or {})}
+    (tmp / MODEL_META).write_text(json.dumps(meta, indent=1))
     if out_dir.exists():
         import shutil
 

@@ -1,0 +1,101 @@
+"""A task's unit (onepass.json ``units``): the whole window, each kept frame alone, or each speech
+region alone. Unit requests are what the runner is asked, and records come back in source time."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from onepass.model.analyse import SPEECH_PAD_MS, TaskSet, analyse, frame_windows, speech_windows
+from onepass.model.load import load_backbone
+from onepass.model.meta import model_units
+from onepass.model.runner import Runner, Window
+from onepass.model.speakers import N_SPECTRAL
+from onepass.operators.audio import frame_audio, speech_spans
+from onepass.operators.patchify import patchify
+from onepass.operators.spans import Span
+from synth import espeak
+
+
+def _window(start_ms: int = 20_000) -> Window:
+    rng = np.random.default_rng(0)
+    gap = np.zeros(16 * 900, np.float32)
+    wave = np.concatenate([np.zeros(16 * 700, np.float32), espeak("check valve seven"), gap,
+                           espeak("pressure is forty two psi", "en-gb+f4", 75), np.zeros(16 * 600, np.float32)])
+    audio, _ = frame_audio(wave)
+    width = 40 * audio.shape[0]
+    stamps = tuple(start_ms + k * 1000 for k in range(3))
+    patches = tuple(patchify(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8), 70, video=True) for _ in stamps)
+    return Window("clip", Span(start_ms, start_ms + width), stamps, patches, audio, start_ms)
+
+
+def test_speech_units_are_the_regions_with_bounded_context():
+    w = _window()
+    regions = speech_spans(w.audio, w.audio_start_ms)
+    units = speech_windows(w)
+    assert len(regions) == len(units) == 2
+    for r, u in zip(regions, units):
+        assert not u.has_video and u.audio_start_ms == u.span.start_ms
+        assert u.span.start_ms <= r.start_ms and r.end_ms <= u.span.end_ms  # the whole region
+        assert r.start_ms - u.span.start_ms <= SPEECH_PAD_MS + 40 and u.span.end_ms - r.end_ms <= SPEECH_PAD_MS + 40
+        a = (u.span.start_ms - w.audio_start_ms) // 40
+        np.testing.assert_array_equal(u.audio, w.audio[a : a + u.audio.shape[0]])  # the window's own frames
+        assert u.audio.shape[0] * 40 == u.span.duration_ms
+    assert units[0].span.end_ms <= units[1].span.start_ms  # context never reaches into the next region
+
+
+def test_frame_units_are_one_frame_each_spanning_to_the_next():
+    w = _window()
+    units = frame_windows(w)
+    assert [u.frame_ms for u in units] == [(t,) for t in w.frame_ms]
+    assert [u.span for u in units] == [Span(20_000, 21_000), Span(21_000, 22_000), Span(22_000, w.span.end_ms)]
+    assert all(u.patches[0] is p and not u.has_audio for u, p in zip(units, w.patches))
+
+
+@pytest.mark.parametrize("units,diarization", [(None, False), ({"captions": "frame", "transcript": "speech"}, False),
+                                               ({"captions": "frame", "transcript": "speech"}, True)])
+def test_the_runner_is_asked_per_unit_and_records_land_in_source_time(tiny_model, tmp_path, units, diarization):
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    if units:
+        (model / "onepass.json").write_text(json.dumps({"units": units}))
+    runner = Runner(load_backbone(model, device="cpu"), max_new_tokens=12)
+    calls = []
+    generate = runner.generate
+
+    def spy(windows, tasks, capture_audio=False):
+        calls.append(([(w.span, w.has_video, w.has_audio) for w in windows], list(tasks), capture_audio))
+        return generate(windows, tasks, capture_audio=capture_audio)
+
+    runner.generate = spy
+    w = _window()
+    [res] = analyse(runner, [w], TaskSet(captions=True, transcript=True, diarization=diarization))
+    if not units:
+        assert calls == [([(w.span, True, True)], ["caption each frame with its time", "transcribe the speech with start and end times"], False)]
+        return
+    frames = [(u.span, True, False) for u in frame_windows(w)]
+    speech = [(u.span, False, True) for u in speech_windows(w)]
+    # no whole-window request: with diarization the speaker layer's states come from the speech units
+    assert sorted(calls) == sorted([(frames, ["caption each frame with its time"], False),
+                                    (speech, ["transcribe the speech with start and end times"], diarization)])
+    assert {c.frame_ms for c in res.captions} <= set(w.frame_ms)
+    for seg in res.segments:  # each within its region's unit, in source time
+        assert any(s.start_ms <= seg.span.start_ms <= seg.span.end_ms <= s.end_ms for s, _, _ in speech)
+    if diarization:
+        regions = speech_spans(w.audio, w.audio_start_ms)
+        assert [span for span, _ in res.speech] == regions  # both regions are under 4 s: one embedding each
+        dim = runner.model.config.get_text_config().hidden_size
+        for _, emb in res.speech:  # spectral block + the hidden states' mean and std, taken from the units
+            assert emb.shape == (N_SPECTRAL + 2 * dim,) and np.isfinite(emb).all() and np.abs(emb[N_SPECTRAL:]).min() > 0
+
+
+@pytest.mark.parametrize("text", ['{"units": ["frame"]}', '{"units": {"captions": "speech"}}', '{"units": {"ocr": "frame"}}'])
+def test_bad_units_are_named(tmp_path, text):
+    (tmp_path / "onepass.json").write_text(text)
+    with pytest.raises(ValueError, match="onepass.json"):
+        model_units(tmp_path)
+    (tmp_path / "onepass.json").write_text('{"window_s": 10}')
+    assert model_units(tmp_path) == {"captions": "window", "transcript": "window"}
