@@ -176,7 +176,11 @@ def test_training_resumes_exactly_and_exports_a_loadable_checkpoint(tmp_path):
     assert evals and {"utt_wer", "frame_exact", "swap_audio", "swap_frames", "win_wer", "win_caption_exact"} <= evals[0].keys()
     bb = load_backbone(a / "export", device="cpu")
     assert bb.config.text_config.hidden_size == 64 and len(bb.stop_ids) == 2
-    assert model_window_s(a / "export") == 3
+    from onepass.model.meta import model_units
+    from onepass.model.training.recipe import EXPORT_UNITS, EXPORT_WINDOW_S
+
+    # asked per unit (a frame, a speech region), the export runs at the long window whatever it trained
+    assert model_window_s(a / "export") == EXPORT_WINDOW_S == 30 and model_units(a / "export") == EXPORT_UNITS
     # the cool init is what training starts from
     from onepass.model.training.recipe import Recipe, build_model
 

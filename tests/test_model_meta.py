@@ -28,10 +28,13 @@ def test_a_bad_meta_file_is_named(tmp_path, text):
         model_window_s(tmp_path)
 
 
-def test_bundled_model_runs_at_its_own_window(tmp_path):
+def test_bundled_model_runs_at_its_own_window_and_units(tmp_path):
+    from onepass.model.meta import model_units
+
     meta = json.loads((Path(DEFAULT_MODEL_DIR) / "onepass.json").read_text())
-    assert model_window_s() == meta["window_s"] == 10
-    assert RunConfig(output=tmp_path).window_s == 10  # `onepass run` with no flags
+    assert model_window_s() == meta["window_s"] == 30
+    assert RunConfig(output=tmp_path).window_s == 30  # `onepass run` with no flags
+    assert model_units() == meta["units"] == {"captions": "frame", "transcript": "speech"}
 
 
 def test_tasks_are_parsed_once_in_the_config(tmp_path):
@@ -68,7 +71,7 @@ def test_noise_floor_is_the_checkpoints_and_the_runner_adds_it(tmp_path):
             model_noise_floor(model)
     bb = load_backbone(None, device="cpu")
     silent = np.zeros((5, 640), np.float32)
-    runner = Runner(bb)
+    runner = Runner(dataclasses.replace(bb, noise_floor=0.0))  # audio as decoded (the bundled model has a floor)
     layout = runner.prompts.prefix([], [], 5)
     plain = runner.embed(layout, [], silent)[torch.as_tensor(layout.types) == AUDIO]
     assert torch.all(plain == 0)  # the architecture: an all-zero frame embeds to zero
