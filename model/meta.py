@@ -1,9 +1,11 @@
 """What onepass knows of a checkpoint beyond its Hugging Face files (no torch: the driver reads it).
 
 ``onepass.json`` beside ``config.json`` may say ``{"window_s": 10}``: the window length the model was
-trained for, used when ``--window-s`` is not given, and ``{"units": {"captions": "frame",
-"transcript": "speech"}}``: what one request covers (:func:`model_units`). Real Gemma 4 weights
-have neither: 30 s windows, one request per task per window.
+trained for, used when ``--window-s`` is not given, ``{"units": {"captions": "frame",
+"transcript": "speech"}}``: what one request covers (:func:`model_units`), and ``{"speakers":
+{"backbone_weight": 0.5, "threshold": 0.7}}``: how speaker clustering weighs the checkpoint's own
+hidden states (:func:`model_speakers`). Real Gemma 4 weights have none of them: 30 s windows, one
+request per task per window, spectral voice embeddings only.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["DEFAULT_MODEL_DIR", "MODEL_META", "DEFAULT_WINDOW_S", "model_window_s", "model_noise_floor", "model_units", "UNITS"]
+__all__ = ["DEFAULT_MODEL_DIR", "MODEL_META", "DEFAULT_WINDOW_S", "model_window_s", "model_noise_floor", "model_units", "UNITS", "model_speakers"]
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
 MODEL_META = "onepass.json"
@@ -82,3 +84,27 @@ def model_units(path: str | os.PathLike | None = None) -> dict[str, str]:
         return units
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{meta}: bad units ({exc})") from exc
+
+
+def model_speakers(path: str | os.PathLike | None = None) -> dict[str, float]:
+    """Speaker clustering settings a checkpoint was measured with: ``speakers`` in its
+    ``onepass.json`` (``backbone_weight``: the weight of its hidden-state block beside the spectral
+    one; ``threshold``: the cosine distance where clustering stops). Empty: the defaults of
+    :func:`onepass.model.speakers.cluster` (spectral block only, stop at 0.6)."""
+    meta = (Path(path) if path is not None else DEFAULT_MODEL_DIR) / MODEL_META
+    if not meta.is_file():
+        return {}
+    try:
+        given = json.loads(meta.read_text()).get("speakers", {})
+        if not isinstance(given, dict):
+            raise TypeError(f"speakers is {given!r}")
+        out = {}
+        for key, value in given.items():
+            if key not in ("backbone_weight", "threshold"):
+                raise TypeError(f"unknown speakers key {key!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 2:
+                raise TypeError(f"speakers[{key!r}] = {value!r}, expected a number in [0, 2]")
+            out[key] = float(value)
+        return out
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{meta}: bad speakers ({exc})") from exc

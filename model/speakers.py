@@ -12,13 +12,17 @@ between windows):
      frames the backbone embeds: a long-term spectrum that carries pitch and formants, i.e.
      voice, whatever the checkpoint's weights;
    - the backbone's own hidden states at those audio tokens, from one middle decoder layer,
-     captured during the prefill the window needs anyway (no second model, no second pass).
+     captured during the prefill the window (or, asked per unit, each speech region) needs
+     anyway (no second model, no second pass).
    Measured on two espeak voices with an untrained 2-layer checkpoint, the hidden-state block
    alone does not separate speakers (all cosine distances 0.05-0.07) while the spectral block
-   does (same voice 0.6-1.1, other voice 1.2-1.6). The shipped default model's hidden states
-   did not help either (weight 0.5: DER 9.6% vs 7.6% at weight 0 on 20 held-out clips), so
-   the hidden-state block is computed and carried but weighted ``backbone_weight`` = 0 by
-   default: a checkpoint that knows voices can be given weight.
+   does (same voice 0.6-1.1, other voice 1.2-1.6). So the hidden-state block is weighted
+   ``backbone_weight`` = 0 unless the checkpoint's ``onepass.json`` says otherwise
+   (:func:`onepass.model.meta.model_speakers`). The bundled model, once it heard (step 3666,
+   hidden states from its speech-region prefills), helps a little: DER on 20 held-out clips
+   at weight 0 / stop 0.6 vs weight 0.5 / stop 0.7 (chosen on seed 5): 9.2% -> 7.6% (seed 5),
+   16.1% -> 15.5% (seed 2), 10.5% -> 10.0% (seed 11); weight 0.5 at stop 0.6 is worse
+   (15.4%, 18.5%, 12.5%): the hidden states spread a voice, so the stop must move with them.
 3. The spectral block is standardised with a FIXED reference population (per-source statistics
    stretch a single voice into several: DER 22.9% -> 7.6% on 20 held-out domain clips), and all
    regions of a source are clustered by average-linkage agglomerative clustering on cosine
@@ -163,13 +167,15 @@ def cluster(
 
 
 def assign_speakers(
-    regions: list[tuple[Span, np.ndarray]], *, threshold: float = THRESHOLD, num_speakers: int | None = None
+    regions: list[tuple[Span, np.ndarray]], *, threshold: float = THRESHOLD, num_speakers: int | None = None,
+    backbone_weight: float = 0.0,
 ) -> list[SpeakerTurn]:
     """Cluster all regions of one source into speaker turns (adjacent same-speaker regions merged)."""
     if not regions:
         return []
     regions = sorted(regions, key=lambda r: r[0])
-    labels = cluster(np.stack([e for _, e in regions]), threshold=threshold, num_speakers=num_speakers)
+    labels = cluster(np.stack([e for _, e in regions]), threshold=threshold, num_speakers=num_speakers,
+                     backbone_weight=backbone_weight)
     turns: list[SpeakerTurn] = []
     for (span, _), label in zip(regions, labels):
         speaker = f"S{label + 1}"
@@ -199,8 +205,9 @@ class OnlineSpeakers:
     """Stable speaker ids for a live source: each new window re-clusters every region so far and
     keeps the ids already committed (a cluster takes the id most of its labelled regions had)."""
 
-    def __init__(self, threshold: float = THRESHOLD):
+    def __init__(self, threshold: float = THRESHOLD, backbone_weight: float = 0.0):
         self.threshold = threshold
+        self.backbone_weight = backbone_weight
         self.regions: list[tuple[Span, np.ndarray]] = []
         self.labels: list[str | None] = []
         self.next_id = 1
@@ -211,7 +218,7 @@ class OnlineSpeakers:
         first_new = len(self.regions)
         self.regions += regions
         self.labels += [None] * len(regions)
-        clusters = cluster(np.stack([e for _, e in self.regions]), threshold=self.threshold)
+        clusters = cluster(np.stack([e for _, e in self.regions]), threshold=self.threshold, backbone_weight=self.backbone_weight)
         taken: set[str] = set()
         names: dict[int, str] = {}
         for c in sorted(set(clusters.tolist()), key=lambda c: -int((clusters == c).sum())):

@@ -77,8 +77,11 @@ class Progress:
 
 class Committer:
     def __init__(self, cfg: RunConfig, summary: RunSummary, progress: Progress):
+        from onepass.model.meta import model_speakers
+
         self.cfg, self.summary, self.progress = cfg, summary, progress
         self.config_fp = cfg.fingerprint()
+        self.speakers = model_speakers(cfg.model)  # the checkpoint's clustering settings (onepass.json)
 
     def _row(self, st: SourceState, status: str, windows: int) -> dict:
         s = st.source
@@ -95,8 +98,8 @@ class Committer:
         results = sorted(st.results, key=lambda r: r.span)
         rows: dict[str, list[dict]] = {}
         if st.error is None and not st.source.is_stream:
-            turns = assign_speakers([r for res in results for r in res.speech], num_speakers=cfg.num_speakers) \
-                if cfg.task_set.diarization else []
+            turns = assign_speakers([r for res in results for r in res.speech], num_speakers=cfg.num_speakers,
+                                    **self.speakers) if cfg.task_set.diarization else []
             rows = result_rows(sid, results, turns)
         broke_off = None if st.error or st.source.is_stream else _broke_off(st)
         if broke_off:
@@ -118,7 +121,7 @@ class Committer:
         from onepass.model.speakers import OnlineSpeakers
 
         if st.online is None:
-            st.online = OnlineSpeakers()
+            st.online = OnlineSpeakers(**self.speakers)
         turns = st.online.add(list(res.speech)) if self.cfg.task_set.diarization else []
         k = res.span.start_ms // (self.cfg.window_s * 1000)
         commit_source(self.cfg.output, f"{st.source.id}~w{k:06d}", result_rows(st.source.id, [res], turns))

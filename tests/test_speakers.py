@@ -62,3 +62,42 @@ def test_segments_take_the_speaker_they_overlap_most():
     turns = [SpeakerTurn(Span(0, 2000), "S1"), SpeakerTurn(Span(2000, 5000), "S2")]
     segs = label_segments([Segment(Span(500, 2600), "a"), Segment(Span(1500, 4000), "b"), Segment(Span(6000, 7000), "c")], turns)
     assert [s.speaker for s in segs] == ["S1", "S2", None]
+
+
+def test_a_checkpoint_can_weigh_its_own_hidden_states(tmp_path):
+    """onepass.json ``speakers`` reaches the clustering the commit runs: two voices whose spectra lie
+    0.5 apart (under the spectral-only stop, 0.6) and whose backbone blocks differ; only with the
+    backbone block weighted (0.5, stop 0.7: (0.5 + 0.5) / 1.25 = 0.8 between them) are they two."""
+    import json
+
+    import pytest
+
+    from onepass.model.meta import model_speakers
+    from onepass.model.speakers import N_SPECTRAL, _spectral_reference
+    from onepass.pipeline.commit import Committer
+    from onepass.pipeline.config import RunConfig
+
+    rng = np.random.default_rng(1)
+    mean, std = _spectral_reference()
+    a, b = np.linalg.qr(rng.normal(size=(N_SPECTRAL, 2)))[0].T
+    voices = [mean + 5 * std * a, mean + 5 * std * (0.5 * a + 0.75 ** 0.5 * b)]  # cosine distance 0.5
+    groups = rng.normal(size=(2, 32)) * 3
+    regions = []
+    for k in range(10):
+        spec = voices[k % 2] + std * rng.normal(size=N_SPECTRAL) * 0.05
+        hidden = groups[k % 2] + rng.normal(size=32) * 0.3
+        regions.append((Span(k * 2000, k * 2000 + 1500), np.concatenate([spec, hidden]).astype(np.float32)))
+    assert {t.speaker for t in assign_speakers(regions)} == {"S1"}
+    weighted = assign_speakers(regions, backbone_weight=0.5, threshold=0.7)
+    assert [t.speaker for t in weighted] == ["S1", "S2"] * 5
+
+    model = tmp_path / "m"
+    model.mkdir()
+    assert model_speakers(model) == {}  # real Gemma weights: spectral only
+    (model / "onepass.json").write_text(json.dumps({"window_s": 30, "speakers": {"backbone_weight": 0.5, "threshold": 0.7}}))
+    committer = Committer(RunConfig(output=tmp_path / "out", model=model), None, None)
+    assert committer.speakers == {"backbone_weight": 0.5, "threshold": 0.7}
+    for bad in ('{"speakers": {"weight": 1}}', '{"speakers": {"threshold": "a"}}', '{"speakers": [0.5]}'):
+        (model / "onepass.json").write_text(bad)
+        with pytest.raises(ValueError, match="onepass.json"):
+            model_speakers(model)
