@@ -16,8 +16,12 @@ What makes a small Gemma 4 Unified learn to look and listen here (measured in is
   lowest 2D frequencies of the cell, whose magnitudes, unlike raw pixels, do not move with a shape's
   outline inside the cell);
 - a curriculum by step: stage A = single utterances (audio only) and single frames (video only),
-  100-250 tokens; stage B = 3-6 s windows in the runner's layout; stage C = the default model's
-  10 s windows. Later stages replay the short items.
+  100-250 tokens; stage B = 3-6 s windows in the runner's layout; stage C = 10 s windows. Later
+  stages replay the short items. Stages B and C are OFF by default (they start at step 8,000, the
+  schedule's end): the export is asked per frame and per speech region (``EXPORT_UNITS``), which
+  is what stage A trains, and a window step costs ~3x a stage-A step. r4 trained windows for 1,166
+  steps (2,500-3,666) and still lost its place over them (10 s windows WER 85% vs 48% per unit,
+  same weights); pass ``--stage-b 2500 --stage-c 3500`` to train them.
 - auxiliary losses that read the logits the forward already computes at media positions, through
   the tied lm_head: CTC over the audio positions (blank = <pad>), per-cell words at video positions
   (colour, shape, size or role of the shape covering the cell), and, at a middle layer, the second
@@ -28,7 +32,7 @@ What makes a small Gemma 4 Unified learn to look and listen here (measured in is
 
 ``OUT/ckpt`` (weights, EMA, optimizer, step, written every ``--save-every-min``) makes a run
 resumable; ``OUT/export`` is a Hugging Face folder ``--model`` accepts (plus ``onepass.json`` with
-the window length the model was trained for). ``OUT/log.jsonl`` holds per-step losses by stage and,
+the window it runs at, its noise floor and its units). ``OUT/log.jsonl`` holds per-step losses by stage and,
 every ``--eval-every`` steps, held-out WER / exact captions / time errors on short items and 10 s
 windows, and the media-swap gap (target loss with the item's own media vs another item's).
 """
@@ -72,8 +76,8 @@ class Recipe:
     weight_decay: float = 0.05
     clip: float = 1.0
     ema: float = 0.998
-    stage_b: int = 2500  # first step of stage B (r4, the first run that heard: stage A to 2,500)
-    stage_c: int = 3500  # first step of stage C
+    stage_b: int = 8000  # first step of stage B; off (see the module docstring; r4: 2,500)
+    stage_c: int = 8000  # first step of stage C (r4: 3,500)
     short_batch: int = 24  # stage A: utterances and frames, each
     b_windows: int = 8
     c_windows: int = 6
