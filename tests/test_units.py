@@ -99,3 +99,24 @@ def test_bad_units_are_named(tmp_path, text):
         model_units(tmp_path)
     (tmp_path / "onepass.json").write_text('{"window_s": 10}')
     assert model_units(tmp_path) == {"captions": "window", "transcript": "window"}
+
+
+def test_a_live_window_is_asked_per_unit_too(tiny_model, tmp_path):
+    """A live window (frames already in a StreamSession's cache) gives the same captions and
+    transcript as the same window analysed in one go: both ask the runner per unit."""
+    from onepass.model.analyse import analyse_streamed
+    from onepass.model.runner import StreamSession
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    (model / "onepass.json").write_text(json.dumps({"units": {"captions": "frame", "transcript": "speech"}}))
+    runner = Runner(load_backbone(model, device="cpu"), max_new_tokens=12)
+    w = _window()
+    tasks = TaskSet(captions=True, transcript=True, diarization=True)
+    [whole] = analyse(runner, [w], tasks)
+    session = StreamSession(runner, w.span.start_ms, has_video=True, has_audio=True)
+    for t, patches in zip(w.frame_ms, w.patches):
+        session.add_frame(t, patches)
+    live = analyse_streamed(runner, session, w, tasks)
+    assert live.captions == whole.captions and live.segments == whole.segments
+    assert [span for span, _ in live.speech] == [span for span, _ in whole.speech] == speech_spans(w.audio, w.audio_start_ms)
