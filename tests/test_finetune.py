@@ -38,7 +38,7 @@ def test_targets_from_table_rows():
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
-    """A tiny random checkpoint of the default model's kind (its word tokenizer, 5 s windows)."""
+    """A tiny random checkpoint of the default model's kind (its word tokenizer; trained windows 5 s)."""
     from onepass.model.training.recipe import Recipe, build_model, export
 
     root = tmp_path_factory.mktemp("base")
@@ -115,7 +115,11 @@ def test_full_finetune_lowers_heldout_loss_moves_outputs_and_resumes_exactly(tin
     assert {int(v["step"]) for v in state.values()} == {8}
     # the export is what --model accepts, with the window it was trained for and its provenance
     meta = json.loads((tmp_path / "a" / "onepass.json").read_text())
-    assert meta["window_s"] == 5 and meta["finetune_method"] == "full" and meta["finetune_step"] == 60
+    from onepass.model.meta import model_units, model_window_s
+
+    # the base's window and units (a recipe export: 30 s, asked per frame and per speech region)
+    assert meta["window_s"] == model_window_s(tiny_base) == 30 and meta["units"] == model_units(tiny_base)
+    assert meta["finetune_method"] == "full" and meta["finetune_step"] == 60
     # another base or other settings in the same state folder: a clear error, nothing overwritten
     with pytest.raises(ValueError, match="another base or settings"):
         finetune(train, held, tiny_base, tmp_path / "b", tmp_path / "b.state", FinetuneConfig(steps=30, method="full"))
