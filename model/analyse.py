@@ -39,22 +39,30 @@ def frame_windows(w: Window) -> list[Window]:
 
 
 def speech_windows(w: Window, pad_ms: int = SPEECH_PAD_MS) -> list[Window]:
-    """One audio-only window per speech region of ``w`` (the regions speaker turns use), with up to
-    ``pad_ms`` of audio either side but never past half the gap to a neighbouring region."""
-    spans = speech_spans(w.audio, w.audio_start_ms)
-    n = w.audio.shape[0]
+    """One audio-only window per speech region that starts in ``w`` (the regions speaker turns use),
+    with up to ``pad_ms`` of audio either side but never past half the gap to a neighbouring region.
+
+    With audio context around ``w`` (Window.audio_before / audio_after), regions are found over
+    context and window together: a region that runs past the window's end is asked whole, with
+    the next window's audio, and the next window leaves it alone (it began before that window)."""
+    before, after = w.audio_before, w.audio_after
+    full = np.concatenate([before, w.audio, after]) if before.shape[0] or after.shape[0] else w.audio
+    origin = w.audio_start_ms - before.shape[0] * FRAME_MS
+    own = Span(w.audio_start_ms, w.audio_start_ms + w.audio.shape[0] * FRAME_MS)
+    spans = speech_spans(full, origin)
     out = []
     for i, s in enumerate(spans):
+        if not own.start_ms <= s.start_ms < own.end_ms:
+            continue
         lo, hi = s.start_ms - pad_ms, s.end_ms + pad_ms
         if i:
             lo = max(lo, (spans[i - 1].end_ms + s.start_ms) // 2)
         if i + 1 < len(spans):
             hi = min(hi, (s.end_ms + spans[i + 1].start_ms) // 2)
-        a = max(0, (lo - w.audio_start_ms) // FRAME_MS)
-        b = min(n, -(-(hi - w.audio_start_ms) // FRAME_MS))
-        start = w.audio_start_ms + a * FRAME_MS
-        span = Span(start, w.audio_start_ms + b * FRAME_MS)
-        out.append(Window(w.source_id, span, (), (), w.audio[a:b], start))
+        a = max(0, (lo - origin) // FRAME_MS)
+        b = min(full.shape[0], -(-(hi - origin) // FRAME_MS))
+        start = origin + a * FRAME_MS
+        out.append(Window(w.source_id, Span(start, origin + b * FRAME_MS), (), (), full[a:b], start))
     return out
 
 
@@ -62,8 +70,9 @@ def _by_unit(runner: Runner, windows: list[Window], unit: str, jobs: list[tuple[
     """Ask every unit (``frame`` or ``speech``) of every window the prompts of ``jobs`` [(kind, prompt)].
 
     Returns, per window, the parsed records by kind and (``capture``) the speaker layer's hidden
-    states over the window's audio frames, filled in from the units' own prefills (frames outside
-    every unit stay zero: they lie outside every speech region, where no speaker embedding looks)."""
+    states over the window's audio frames with their context (before, own, after), filled in
+    from the units' own prefills (frames outside every unit stay zero: they lie outside every
+    speech region the window owns, where no speaker embedding looks)."""
     cut = frame_windows if unit == "frame" else speech_windows
     units = [(i, u) for i, w in enumerate(windows) for u in cut(w)]
     records: list[dict[str, list]] = [{kind: [] for kind, _ in jobs} for _ in windows]
@@ -73,13 +82,16 @@ def _by_unit(runner: Runner, windows: list[Window], unit: str, jobs: list[tuple[
         texts, batch = runner.generate([u for _, u in chunk], [p for _, p in jobs], capture_audio=capture)
         for j, ((i, u), unit_texts) in enumerate(zip(chunk, texts)):
             w = windows[i]
-            if capture:
+            if capture:  # the unit's states, on the frames of the window's audio with its context
                 h = batch.audio_hidden[j]
+                n_full = w.audio_before.shape[0] + w.audio.shape[0] + w.audio_after.shape[0]
                 if hidden[i] is None:
-                    hidden[i] = np.zeros((w.audio.shape[0], h.shape[1]), np.float32)
-                a = (u.audio_start_ms - w.audio_start_ms) // FRAME_MS
+                    hidden[i] = np.zeros((n_full, h.shape[1]), np.float32)
+                a = (u.audio_start_ms - w.audio_start_ms) // FRAME_MS + w.audio_before.shape[0]
                 hidden[i][a : a + h.shape[0]] = h
-            span = Span(max(u.span.start_ms, w.span.start_ms), min(u.span.end_ms, w.span.end_ms))
+            # a speech unit keeps its own span (it may run into the next window's audio); a frame's
+            # ends at the window's end
+            span = u.span if unit == "speech" else Span(u.span.start_ms, min(u.span.end_ms, w.span.end_ms))
             if span.duration_ms <= 0:
                 continue
             for (kind, _), text in zip(jobs, unit_texts):
@@ -142,15 +154,30 @@ def analyse(runner: Runner, windows: list[Window], tasks: TaskSet, prompts: Prom
         else:
             texts = [[] for _ in group]
         for k, (i, w) in enumerate(zip(idx, group)):
-            h = hidden[k] if want_speech else None
-            if want_speech and h is None:  # no speech unit in this window: no region either
-                h = np.zeros((w.audio.shape[0], runner.model.config.get_text_config().hidden_size), np.float32)
-            results[i] = _result(w, whole, texts[k], h, given[k])
+            speech = None
+            if want_speech and speech_units:  # the regions the window owns, whole, from its units' states
+                h = hidden[k]
+                if h is None:  # no speech unit in this window: no region either
+                    h = np.zeros((1, runner.model.config.get_text_config().hidden_size), np.float32)
+                speech = _owned_regions(w, h)
+            results[i] = _result(w, whole, texts[k], hidden[k] if want_speech and not speech_units else None, given[k], speech)
     return [results[i] for i in range(len(windows))]
 
 
-def _result(w: Window, jobs: list[tuple[str, str]], texts: list[str], audio_hidden, given: dict | None = None) -> WindowResult:
-    """``given``: records already parsed per unit, by task kind ("captions", "transcript")."""
+def _owned_regions(w: Window, hidden: np.ndarray) -> list:
+    """Speaker regions of a window asked per speech unit: those that start in the window, whole."""
+    before, after = w.audio_before, w.audio_after
+    full = np.concatenate([before, w.audio, after]) if before.shape[0] or after.shape[0] else w.audio
+    if hidden.shape[0] != full.shape[0]:
+        hidden = np.zeros((full.shape[0], hidden.shape[1]), np.float32)
+    own = Span(w.audio_start_ms, w.audio_start_ms + w.audio.shape[0] * FRAME_MS)
+    return region_embeddings(full, hidden, w.audio_start_ms - before.shape[0] * FRAME_MS, own=own)
+
+
+def _result(w: Window, jobs: list[tuple[str, str]], texts: list[str], audio_hidden, given: dict | None = None,
+            speech: list | None = None) -> WindowResult:
+    """``given``: records already parsed per unit, by task kind ("captions", "transcript");
+    ``speech``: speaker regions already made (else from ``audio_hidden``, the window's own)."""
     given = given or {}
     captions: list[Caption] = list(given.get("captions", []))
     segments: list[Segment] = list(given.get("transcript", []))
@@ -162,7 +189,8 @@ def _result(w: Window, jobs: list[tuple[str, str]], texts: list[str], audio_hidd
             segments = parse_transcript(text, w.span)
         else:
             answers += make_answer(text, prompt, w.span)
-    speech = region_embeddings(w.audio, audio_hidden, w.audio_start_ms) if audio_hidden is not None else []
+    if speech is None:
+        speech = region_embeddings(w.audio, audio_hidden, w.audio_start_ms) if audio_hidden is not None else []
     return WindowResult(
         source_id=w.source_id, span=w.span, captions=tuple(captions), segments=tuple(segments),
         answers=tuple(answers), speech=tuple(speech),

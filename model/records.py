@@ -6,7 +6,7 @@ Derive new records with :func:`dataclasses.replace`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,7 +21,11 @@ __all__ = ["Window", "Caption", "Segment", "SpeakerTurn", "Answer", "WindowResul
 
 @dataclass(frozen=True, eq=False)
 class Window:
-    """Model-ready inputs of one window of one source (times relative to the source)."""
+    """Model-ready inputs of one window of one source (times relative to the source).
+
+    ``audio_before`` / ``audio_after``: audio frames just before and after the window's own (the
+    40 ms grid continues through them), for requests that follow a speech region across the
+    window's edges (:func:`onepass.model.analyse.speech_windows`); never part of a window request."""
 
     source_id: str
     span: Span
@@ -29,6 +33,8 @@ class Window:
     patches: tuple[Patches, ...]
     audio: np.ndarray  # [n, 640] float32
     audio_start_ms: int
+    audio_before: np.ndarray = field(default_factory=lambda: np.zeros((0, 640), np.float32))
+    audio_after: np.ndarray = field(default_factory=lambda: np.zeros((0, 640), np.float32))
 
     @property
     def has_video(self) -> bool:

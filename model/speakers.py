@@ -68,13 +68,18 @@ def region_embeddings(
     *,
     max_region_ms: int = 4000,
     min_region_ms: int = 320,
+    own: Span | None = None,
 ) -> list[tuple[Span, np.ndarray]]:
     """Speech regions of one window and their embeddings.
 
     audio_frames: [n, 640] the window's audio; hidden: [n, D] hidden states at its audio tokens.
+    ``own``: the audio frames are the window's with context around it; only regions that start
+    inside ``own`` are the window's (whole, also where they run into the context).
     """
     regions = []
     for span in speech_spans(audio_frames, audio_start_ms):
+        if own is not None and not own.start_ms <= span.start_ms < own.end_ms:
+            continue
         for part in _split(span, max_region_ms):
             if part.duration_ms < min_region_ms:
                 continue

@@ -379,11 +379,12 @@ def _item_ms(item) -> int:
     return item.frame_ms if isinstance(item, VideoFrame) else item.start_ms
 
 
-def segment_items(reader: MediaReader, start_ms: int, end_ms: int | None) -> Iterator[VideoFrame | AudioChunk]:
+def segment_items(reader: MediaReader, start_ms: int, end_ms: int | None, audio_after_ms: int = 0) -> Iterator[VideoFrame | AudioChunk]:
     """What ``reader.items()`` yields for [start_ms, end_ms), in time order: the kept frames
     decoded from a keyframe before ``start_ms`` (:meth:`MediaReader.video_segment`), and the audio
     decoded from the source's start (its sample count sets every chunk's time, and the resampler's
-    state) up to ``end_ms``, by readers of their own. Their errors land in ``reader.stats``."""
+    state) up to ``end_ms`` (and ``audio_after_ms`` more: the last window's context), by readers of
+    their own. Their errors land in ``reader.stats``."""
     def sibling(video: bool) -> MediaReader:
         return MediaReader(reader.source, fps=reader.fps, mode=reader.mode, video=video, audio=not video,
                            audio_stream=reader.audio_stream_index, threads=reader.threads)
@@ -400,7 +401,7 @@ def segment_items(reader: MediaReader, start_ms: int, end_ms: int | None) -> Ite
     with sibling(video=False) as heard:
         audio = heard.items()
         if end_ms is not None:  # every 40 ms frame that starts before end_ms is whole
-            audio = itertools.takewhile(lambda chunk: chunk.start_ms < end_ms + 2 * FRAME_MS, audio)
+            audio = itertools.takewhile(lambda chunk: chunk.start_ms < end_ms + audio_after_ms + 2 * FRAME_MS, audio)
         yield from heapq.merge(video, audio, key=_item_ms)
         reader.stats.corrupt_packets += heard.stats.corrupt_packets
         reader.stats.errors.extend(heard.stats.errors)

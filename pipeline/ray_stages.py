@@ -18,7 +18,7 @@ from onepass.operators.decode import DecodeError, MediaReader, plan_segments, se
 from .config import RunConfig
 from .messages import AudioHead, Failed, Finished, FrameHead, LiveFrame, Opened, WindowHead, WindowRefs
 from .sources import Source
-from .windows import AudioPart, FramePart, WindowSpec, cut_windows
+from .windows import CONTEXT_MS, AudioPart, FramePart, WindowSpec, cut_windows
 
 __all__ = ["start_ray", "decode_source", "start_decode", "cancel", "DecodeFollower", "OperatorPools", "Backbones", "assemble"]
 
@@ -109,10 +109,11 @@ def decode_source(source: Source, cfg: RunConfig, segment: tuple[int, int | None
             yield Opened(media.info, node)
             decoded_ms = 0  # how far the windows reach: a file cut short ends before its stated duration
             width, span, items = cfg.window_s * 1000, None, None
+            context = (0, 0) if source.is_stream else CONTEXT_MS  # a live window does not wait for the next one's audio
             if segment is not None:
                 span = (segment[0] // width, None if segment[1] is None else segment[1] // width)
-                items = segment_items(media, *segment)
-            for part in cut_windows(media, source.id, window_s=cfg.window_s, segment=span, items=items):
+                items = segment_items(media, *segment, audio_after_ms=context[1])
+            for part in cut_windows(media, source.id, window_s=cfg.window_s, segment=span, items=items, context_ms=context):
                 if isinstance(part, FramePart):
                     yield FrameHead(part.index, part.frame_ms, part.decoded_at)
                     yield part

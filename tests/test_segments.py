@@ -80,7 +80,7 @@ def test_segments_at_any_cut_equal_one_pass(clips, bounds, mode, name):
     same(segmented(path, mode, sorted(bounds)), sequential(path, mode))
 
 
-def cut(path, mode, window_s: int, spans) -> tuple[list, dict, list]:
+def cut(path, mode, window_s: int, spans, context=(0, 0)) -> tuple[list, dict, list]:
     """(frames, audio parts by window, window specs) of cut_windows over each span in turn."""
     frames, audio, specs = [], {}, []
     width = window_s * 1000
@@ -88,7 +88,7 @@ def cut(path, mode, window_s: int, spans) -> tuple[list, dict, list]:
         with MediaReader(path, mode=mode) as media:
             whole = (a, b) == (0, None)
             parts = cut_windows(media, "clip", window_s=window_s, segment=None if whole else (a // width, None if b is None else b // width),
-                                items=None if whole else segment_items(media, a, b))
+                                items=None if whole else segment_items(media, a, b, audio_after_ms=context[1]), context_ms=context)
             for part in parts:
                 if isinstance(part, FramePart):
                     frames.append((part.index, part.frame_ms, hashlib.sha1(part.rgb.tobytes()).hexdigest()))
@@ -111,6 +111,19 @@ def test_segmented_windows_equal_one_pass(clips, mode):
             assert len(spans) > 1
             got = cut(path, mode, 2, spans)
             assert got == want, (path.name, spans)
+
+
+def test_segmented_windows_with_audio_context_equal_one_pass(clips):
+    """The audio context a file's windows carry (before and after, CONTEXT_MS) is the same whether
+    the file is cut in one pass or in segments: a segment keeps the context before its first
+    window and decodes audio that far past its end."""
+    from onepass.pipeline.windows import CONTEXT_MS
+
+    for path in sorted(clips.iterdir()):
+        want = cut(path, "fast", 2, [(0, None)], CONTEXT_MS)
+        assert want[2] and any(s.audio_before and s.audio_after for s in want[2]) == bool(want[1]), path.name
+        for spans in ([(0, 4_000), (4_000, 10_000), (10_000, None)],):
+            assert cut(path, "fast", 2, spans, CONTEXT_MS) == want, (path.name, spans)
 
 
 def test_plan_segments():

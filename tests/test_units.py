@@ -120,3 +120,35 @@ def test_a_live_window_is_asked_per_unit_too(tiny_model, tmp_path):
     live = analyse_streamed(runner, session, w, tasks)
     assert live.captions == whole.captions and live.segments == whole.segments
     assert [span for span, _ in live.speech] == [span for span, _ in whole.speech] == speech_spans(w.audio, w.audio_start_ms)
+
+
+def test_a_region_across_a_window_edge_is_asked_whole_by_the_window_it_starts_in():
+    """With audio context (files: pipeline.windows.CONTEXT_MS), a speech region that starts near a
+    window's end is one unit of that window, running into the next window's audio; the next
+    window, whose context before shows the region began earlier, does not ask it again."""
+    wave = np.concatenate([np.zeros(16 * 2200, np.float32), espeak("replace the upper seal it shows corrosion"),
+                           np.zeros(16 * 4000, np.float32)])
+    full, _ = frame_audio(wave)
+    edge = 75  # frames: the windows are [0, 3 s) and [3 s, 6 s)
+    first = Window("c", Span(0, 3000), (), (), full[:edge], 0, full[:0], full[edge : edge + 125])
+    second = Window("c", Span(3000, 6000), (), (), full[edge : 2 * edge], 3000, full[edge - 25 : edge], full[2 * edge : 2 * edge + 125])
+    [region] = speech_spans(full, 0)
+    assert region.start_ms < 3000 < region.end_ms  # the utterance crosses the edge
+    [unit] = speech_windows(first)
+    assert unit.span.start_ms <= region.start_ms and unit.span.end_ms >= region.end_ms > 3000
+    np.testing.assert_array_equal(unit.audio, full[unit.span.start_ms // 40 : unit.span.end_ms // 40])
+    assert speech_windows(second) == []
+    # without context each window asks its own piece (the old behaviour, and a live window's)
+    cut = [Window("c", w.span, (), (), w.audio, w.audio_start_ms) for w in (first, second)]
+    assert [len(speech_windows(w)) for w in cut] == [1, 1]
+    assert speech_windows(cut[0])[0].span.end_ms <= 3000
+    # speaker regions follow the same rule: the first window owns the whole region
+    from onepass.model.speakers import region_embeddings
+
+    ctx = np.concatenate([first.audio, first.audio_after])
+    owned = region_embeddings(ctx, np.zeros((ctx.shape[0], 4), np.float32), 0, own=Span(0, 3000))
+    assert [s for s, _ in owned] == [region]
+    assert region_embeddings(second.audio, np.zeros((75, 4), np.float32), 3000, own=Span(3000, 6000)) != []  # cut piece: its own start
+    both = np.concatenate([second.audio_before, second.audio])
+    assert region_embeddings(both, np.zeros((both.shape[0], 4), np.float32), 2000, own=Span(3000, 6000)) == []
+

@@ -81,6 +81,46 @@ def test_cut_windows_assigns_every_frame_and_sample_once(frames, origin, chunks,
     check(parts, reader, frames, origin, window_s * 1000)
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    frames=st.lists(st.integers(0, 40_000), max_size=40, unique=True).map(sorted),
+    origin=st.integers(0, 3000),
+    chunks=st.lists(st.integers(1, 9000), min_size=1, max_size=60),
+    window_s=st.sampled_from([1, 5, 10]),
+    context=st.sampled_from([(1000, 5000), (40, 40), (0, 3000), (2000, 0)]),
+)
+def test_audio_context_is_the_neighbours_audio_and_leaves_windows_as_they_were(frames, origin, chunks, window_s, context):
+    """With context, each AudioPart is [context before, the window's own samples, context after]:
+    the own part and every spec field are those of a pass without context, and the context is
+    the source's samples just before and after (whole 40 ms frames), as far as they exist."""
+    plain = list(cut_windows(FakeReader(frames, origin, chunks), "s", window_s=window_s))
+    reader = FakeReader(frames, origin, chunks)
+    parts = list(cut_windows(reader, "s", window_s=window_s, context_ms=context))
+    b_max, a_max = -(-context[0] // 40), -(-context[1] // 40)
+    own_plain = {p.index: p.samples for p in plain if isinstance(p, AudioPart)}
+    audio = {p.index: p.samples for p in parts if isinstance(p, AudioPart)}
+    specs = [p for p in parts if isinstance(p, WindowSpec)]
+    assert [(s.index, s.span, s.frame_ms, s.audio_start_ms, s.audio_frames) for s in specs] == \
+        [(s.index, s.span, s.frame_ms, s.audio_start_ms, s.audio_frames) for s in plain if isinstance(s, WindowSpec)]
+    total = reader.samples.size
+    for k, spec in enumerate(specs):
+        if not spec.audio_frames:
+            assert spec.index not in audio and spec.audio_before == spec.audio_after == 0
+            continue
+        got, b, n, a = audio[spec.index], spec.audio_before, spec.audio_frames, spec.audio_after
+        lo = (spec.audio_start_ms - origin) // 40
+        own = own_plain[spec.index]
+        assert b == min(b_max, lo)
+        np.testing.assert_array_equal(got[: b * 640], reader.samples[(lo - b) * 640 : lo * 640])
+        np.testing.assert_array_equal(got[b * 640 : b * 640 + own.size], own)
+        after = got[b * 640 + own.size :]
+        assert -(-after.size // 640) == a <= a_max
+        np.testing.assert_array_equal(after, reader.samples[lo * 640 + own.size : lo * 640 + own.size + after.size])
+        whole_own = own.size == n * 640
+        if whole_own and k + 1 < len(specs) and (lo + n + a_max) * 640 <= total:
+            assert a == a_max  # a window that is not the last waits for its whole after-context
+
+
 def test_a_window_is_handed_out_once_both_streams_pass_its_end():
     reader = FakeReader([0, 1000, 2000, 3000], 0, [8000] * 8)  # 4 s of audio in 0.5 s chunks
     order = []
