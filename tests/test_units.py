@@ -168,3 +168,15 @@ def test_speech_regions_are_found_in_noise_less_than_30_db_under_the_speech():
     got = speech_spans(noisy, 0)
     assert len(got) == 2 and all(abs(g.start_ms - c.start_ms) <= 200 and abs(g.end_ms - c.end_ms) <= 300 for g, c in zip(got, clean))
     assert len(speech_spans(noisy, 0, noise_margin_db=-100)) == 1  # the loudest-frame rule alone: one region
+
+
+def test_a_steady_sound_is_one_region():
+    """A steady tone (no quieter frames to call a noise floor) stays one region: the noise-floor
+    threshold never asks for more than 6 dB under the loudest frame."""
+    t = np.arange(16 * 3000) / 16000
+    tone = np.concatenate([np.zeros(16 * 500), 0.1 * np.sin(2 * np.pi * 220 * t)]).astype(np.float32)
+    frames, _ = frame_audio(tone)
+    [region] = speech_spans(frames, 0)
+    assert region.start_ms <= 560 and region.end_ms >= 3440
+    constant, _ = frame_audio((0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32))
+    assert [s.duration_ms for s in speech_spans(constant, 0)] == [3000]
