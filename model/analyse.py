@@ -38,6 +38,13 @@ def frame_windows(w: Window) -> list[Window]:
     return out
 
 
+def _with_context(w: Window) -> tuple[np.ndarray, int]:
+    """The window's audio frames with their context (before, own, after) and the first one's time."""
+    before, after = w.audio_before, w.audio_after
+    full = np.concatenate([before, w.audio, after]) if before.shape[0] or after.shape[0] else w.audio
+    return full, w.audio_start_ms - before.shape[0] * FRAME_MS
+
+
 def speech_windows(w: Window, pad_ms: int = SPEECH_PAD_MS) -> list[Window]:
     """One audio-only window per speech region that starts in ``w`` (the regions speaker turns use),
     with up to ``pad_ms`` of audio either side but never past half the gap to a neighbouring region.
@@ -45,9 +52,7 @@ def speech_windows(w: Window, pad_ms: int = SPEECH_PAD_MS) -> list[Window]:
     With audio context around ``w`` (Window.audio_before / audio_after), regions are found over
     context and window together: a region that runs past the window's end is asked whole, with
     the next window's audio, and the next window leaves it alone (it began before that window)."""
-    before, after = w.audio_before, w.audio_after
-    full = np.concatenate([before, w.audio, after]) if before.shape[0] or after.shape[0] else w.audio
-    origin = w.audio_start_ms - before.shape[0] * FRAME_MS
+    full, origin = _with_context(w)
     own = Span(w.audio_start_ms, w.audio_start_ms + w.audio.shape[0] * FRAME_MS)
     spans = speech_spans(full, origin)
     out = []
@@ -166,12 +171,11 @@ def analyse(runner: Runner, windows: list[Window], tasks: TaskSet, prompts: Prom
 
 def _owned_regions(w: Window, hidden: np.ndarray) -> list:
     """Speaker regions of a window asked per speech unit: those that start in the window, whole."""
-    before, after = w.audio_before, w.audio_after
-    full = np.concatenate([before, w.audio, after]) if before.shape[0] or after.shape[0] else w.audio
+    full, origin = _with_context(w)
     if hidden.shape[0] != full.shape[0]:
         hidden = np.zeros((full.shape[0], hidden.shape[1]), np.float32)
     own = Span(w.audio_start_ms, w.audio_start_ms + w.audio.shape[0] * FRAME_MS)
-    return region_embeddings(full, hidden, w.audio_start_ms - before.shape[0] * FRAME_MS, own=own)
+    return region_embeddings(full, hidden, origin, own=own)
 
 
 def _result(w: Window, jobs: list[tuple[str, str]], texts: list[str], audio_hidden, given: dict | None = None,
