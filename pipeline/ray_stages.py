@@ -24,6 +24,7 @@ __all__ = ["start_ray", "decode_source", "start_decode", "cancel", "DecodeFollow
 
 MAX_FRAMES_IN_POOL = 16  # per source: decoded frames waiting for (or in) the patchify pool
 FRAMES_PER_CALL = 8  # files: frames patchified per pool call (live streams: one, at once)
+WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}  # a local Ray's workers: one thread each
 
 
 SIGTERM_RECEIVED = threading.Event()  # set by the handler: Ray re-raises interrupts as plain KeyboardInterrupt
@@ -61,15 +62,27 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
         raise RuntimeError("Ray was imported before onepass set up its local token authentication: call "
                            "onepass.pipeline.ray_env.local_ray_env() before the first `import ray` (the onepass CLI does)")
     ray_constants.ENABLE_RAY_CLUSTER = False  # what RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 sets when read at import (Ray may be imported earlier)
-    ray.init(
-        address="local",  # a private instance: never a cluster that `ray start` left on this machine (Ray would join it)
-        _node_ip_address="127.0.0.1",
-        include_dashboard=False,
-        num_cpus=num_cpus,
-        log_to_driver=False,
-        configure_logging=False,
-        runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}},
-    )
+    # The workers' environment: the raylet starts them with its own, which it takes from this process
+    # when ray.init starts it. Set here for the call only, not as a job runtime_env: Ray cannot hand a
+    # runtime_env job the workers it prestarts, so every task and actor then waited for a fresh worker
+    # (about 2 s more per local run on 2 cores, measured in tests/test_faults.py's runs).
+    saved = {k: os.environ.get(k) for k in WORKER_ENV}
+    os.environ.update(WORKER_ENV)
+    try:
+        ray.init(
+            address="local",  # a private instance: never a cluster that `ray start` left on this machine (Ray would join it)
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            num_cpus=num_cpus,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     if ray.util.get_node_ip_address() != "127.0.0.1":
         warnings.warn(f"local Ray took node address {ray.util.get_node_ip_address()}, not 127.0.0.1", stacklevel=2)
     _handle_sigterm()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -169,9 +170,10 @@ def test_ray_pools_deliver_the_same_windows_as_in_process(clip, tmp_path, monkey
 
     from onepass.pipeline.config import RunConfig
     from onepass.pipeline.messages import Finished, Opened, WindowRefs
-    from onepass.pipeline.ray_stages import DecodeFollower, OperatorPools, assemble, start_decode, start_ray
+    from onepass.pipeline.ray_stages import WORKER_ENV, DecodeFollower, OperatorPools, assemble, start_decode, start_ray
     from onepass.pipeline.sources import Source
 
+    before = {k: os.environ.get(k) for k in WORKER_ENV}
     start_ray(None)
     cfg = RunConfig(output=tmp_path, window_s=5, patch_actors=2)
     pools = OperatorPools(cfg)
@@ -195,3 +197,7 @@ def test_ray_pools_deliver_the_same_windows_as_in_process(clip, tmp_path, monkey
         assert (g.span, g.frame_ms, g.audio_start_ms) == (w.span, w.frame_ms, w.audio_start_ms)
         assert np.array_equal(g.audio, w.audio)
         assert all(np.array_equal(a.cells, b.cells) and np.array_equal(a.positions, b.positions) for a, b in zip(g.patches, w.patches))
+    # the pools' workers run one thread each (WORKER_ENV, handed to the raylet), the driver's own
+    # environment is left as it was
+    env = ray.get(pools.patchifiers[0].__ray_call__.remote(lambda self: {k: os.environ.get(k) for k in WORKER_ENV}))
+    assert env == WORKER_ENV and all(os.environ.get(k) == before[k] for k in WORKER_ENV), (env, before)
