@@ -14,20 +14,10 @@ from pathlib import Path
 
 import torch
 
-from .meta import DEFAULT_MODEL_DIR, MODEL_META, model_noise_floor, model_units, model_window_s
+from .meta import (ARCHITECTURE, DEFAULT_MODEL_DIR, MODEL_META, ModelLoadError, check_folder, model_noise_floor,  # noqa: F401 - re-exported
+                   model_units, model_window_s)
 
-__all__ = ["Backbone", "ModelLoadError", "QUANTIZE", "quantize_decoder", "DEFAULT_MODEL_DIR", "MODEL_META", "load_backbone", "model_window_s", "pick_device_dtype"]
-
-ARCHITECTURE = "Gemma4UnifiedForConditionalGeneration"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-
-
-class ModelLoadError(Exception):
-    def __init__(self, path: str | os.PathLike, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
-
+__all__ = ["Backbone", "ModelLoadError", "check_folder", "QUANTIZE", "quantize_decoder", "DEFAULT_MODEL_DIR", "MODEL_META", "load_backbone", "model_window_s", "pick_device_dtype"]
 
 @dataclass
 class Backbone:
@@ -61,28 +51,6 @@ def pick_device_dtype(device: str | None = None, dtype: str | None = None) -> tu
     else:
         dt = torch.bfloat16 if dev.type == "cuda" else torch.float32
     return dev, dt
-
-
-def check_folder(path: Path) -> None:
-    """Refuse anything but a local folder of config + safetensors, before any file is parsed."""
-    if not path.is_dir():
-        raise ModelLoadError(path, "not a directory (expected a local Hugging Face model folder)")
-    config = path / "config.json"
-    if not config.is_file():
-        raise ModelLoadError(path, "no config.json")
-    try:
-        arch = json.loads(config.read_text()).get("architectures") or []
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(path, f"config.json is not JSON: {exc}") from exc
-    if ARCHITECTURE not in arch:
-        raise ModelLoadError(path, f"config.json architectures {arch} does not name {ARCHITECTURE}")
-    names = [p.name for p in path.iterdir()]
-    if not any(n.endswith(".safetensors") for n in names):
-        pickles = [n for n in names if n.endswith(PICKLE_SUFFIXES)]
-        why = f"only pickled weights ({', '.join(sorted(pickles))}); onepass loads safetensors only" if pickles else "no *.safetensors weights"
-        raise ModelLoadError(path, why)
-    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer.model").is_file():
-        raise ModelLoadError(path, "no tokenizer (tokenizer.json or tokenizer.model)")
 
 
 ATTENTION = ("sdpa", "eager")  # "sdpa" (the default) equals "eager", the reference, on the tiny golden request

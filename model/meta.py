@@ -1,4 +1,5 @@
-"""What onepass knows of a checkpoint beyond its Hugging Face files (no torch: the driver reads it).
+"""What onepass knows of a checkpoint beyond its Hugging Face files, and whether a folder can be one
+(:func:`check_folder`); no torch: the driver reads it.
 
 ``onepass.json`` beside ``config.json`` may say ``{"window_s": 10}``: the window length the model was
 trained for, used when ``--window-s`` is not given, ``{"units": {"captions": "frame",
@@ -14,11 +15,44 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["DEFAULT_MODEL_DIR", "MODEL_META", "DEFAULT_WINDOW_S", "model_window_s", "model_noise_floor", "model_units", "UNITS", "model_speakers"]
+__all__ = ["ARCHITECTURE", "ModelLoadError", "check_folder", "DEFAULT_MODEL_DIR", "MODEL_META", "DEFAULT_WINDOW_S", "model_window_s", "model_noise_floor", "model_units", "UNITS", "model_speakers"]
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
 MODEL_META = "onepass.json"
 DEFAULT_WINDOW_S = 30  # Gemma 4 takes at most 30 s of audio per request
+
+
+ARCHITECTURE = "Gemma4UnifiedForConditionalGeneration"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+class ModelLoadError(Exception):
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def check_folder(path: Path) -> None:
+    """Refuse anything but a local folder of config + safetensors, before any file is parsed."""
+    if not path.is_dir():
+        raise ModelLoadError(path, "not a directory (expected a local Hugging Face model folder)")
+    config = path / "config.json"
+    if not config.is_file():
+        raise ModelLoadError(path, "no config.json")
+    try:
+        arch = json.loads(config.read_text()).get("architectures") or []
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(path, f"config.json is not JSON: {exc}") from exc
+    if ARCHITECTURE not in arch:
+        raise ModelLoadError(path, f"config.json architectures {arch} does not name {ARCHITECTURE}")
+    names = [p.name for p in path.iterdir()]
+    if not any(n.endswith(".safetensors") for n in names):
+        pickles = [n for n in names if n.endswith(PICKLE_SUFFIXES)]
+        why = f"only pickled weights ({', '.join(sorted(pickles))}); onepass loads safetensors only" if pickles else "no *.safetensors weights"
+        raise ModelLoadError(path, why)
+    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer.model").is_file():
+        raise ModelLoadError(path, "no tokenizer (tokenizer.json or tokenizer.model)")
 
 
 def model_window_s(path: str | os.PathLike | None = None) -> int:

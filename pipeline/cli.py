@@ -73,7 +73,7 @@ def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_m
             if importlib.util.find_spec("torchao") is None:
                 raise ValueError(f"--quantize {quantize} needs torchao: pip install 'onepass[quant]'")
         if model is not None:
-            from onepass.model.load import check_folder
+            from onepass.model.meta import check_folder  # no torch in the driver
 
             check_folder(Path(model))
     except Exception as exc:  # noqa: BLE001 - configuration errors stop before any worker starts

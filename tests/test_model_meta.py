@@ -79,3 +79,17 @@ def test_noise_floor_is_the_checkpoints_and_the_runner_adds_it(tmp_path):
     a = floored.embed(layout, [], silent)[torch.as_tensor(layout.types) == AUDIO]
     b = floored.embed(layout, [], silent)[torch.as_tensor(layout.types) == AUDIO]
     assert a.abs().sum() > 0 and torch.equal(a, b)
+
+
+def test_the_driver_checks_a_model_folder_without_importing_torch(tmp_path):
+    """`onepass run` validates --model and plans its inputs in the driver, which never runs the
+    model: importing torch there cost every run about 2 s before Ray started."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom onepass.pipeline.cli import main\nfrom onepass.model.meta import DEFAULT_MODEL_DIR\n"
+            f"try:\n    main(['run', {str(tmp_path / 'missing.mp4')!r}, '-o', {str(tmp_path / 'out')!r}, '--model', str(DEFAULT_MODEL_DIR)])\n"
+            "except SystemExit as exc:\n    print('exit', exc.code)\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('transformers')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert out.strip().splitlines()[-2:] == ["exit 1", "[]"], out  # the missing input is an error row, no torch
