@@ -47,13 +47,6 @@ def onepass(inputs: Path, out: Path, model: Path, *extra, env=None) -> subproces
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
 
 
-@pytest.fixture(scope="module")
-def local(inputs, tmp_path_factory, tiny_model):
-    out = tmp_path_factory.mktemp("local")
-    proc = onepass(inputs, out, tiny_model)
-    log = proc.communicate(timeout=600)[0]
-    assert proc.returncode == 0, log
-    return out
 
 
 class Cluster:
@@ -86,11 +79,25 @@ class Cluster:
                 pass
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster():
+    """One cluster for the module (each start costs CI seconds); the test that kills a node of it
+    comes last."""
     c = Cluster(workers=3)
     yield c
     c.close()
+
+
+@pytest.fixture(scope="module")
+def local(inputs, tmp_path_factory, tiny_model, cluster):
+    """The reference: a local run, made while the cluster is up on this machine (so that it also
+    shows a local run does not join it, below)."""
+    out = tmp_path_factory.mktemp("local")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = onepass(inputs, out, tiny_model, env=env)
+    log = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, log
+    return out
 
 
 def children(pid: int) -> list[int]:
@@ -123,11 +130,19 @@ def test_cluster_run_equals_a_local_run_and_spreads_decode(inputs, local, cluste
     assert used <= workers and len(used) >= 2, (used, workers)  # the head has no CPU for tasks: decode ran on >= 2 worker nodes
 
 
+def test_a_local_run_does_not_join_a_cluster_on_the_machine(local, cluster):
+    """Without --address, onepass starts its own private Ray even while a `ray start` cluster is up
+    here (Ray's own default would join the latest cluster it finds in /tmp/ray): the reference
+    run was made so, and none of its sources names a node of the cluster."""
+    cluster_nodes = {cluster.head["node_id"], *(w["node_id"] for w in cluster.workers)}
+    assert nodes(local) and not set(nodes(local)) & cluster_nodes
+
+
 ACTORS = ("ray::AudioFrameActor", "ray::PatchifyActor", "ray::BackboneActor")
 
 
 def test_a_worker_node_killed_mid_run_loses_nothing(inputs, local, cluster, tmp_path, tiny_model):
-    """The node killed is one that decodes; of those, one that also hosts an operator pool or the
+    """Last of the tests on the shared cluster: it kills one of its nodes. The node killed is one that decodes; of those, one that also hosts an operator pool or the
     backbone actor if there is one within 3 s (calls to an actor on a node that died but is not yet
     declared dead fail at once, over and over: they must wait for its restart elsewhere)."""
     out = tmp_path / "out"
@@ -150,19 +165,6 @@ def test_a_worker_node_killed_mid_run_loses_nothing(inputs, local, cluster, tmp_
     assert proc.returncode == 0, f"killed node {victim} running {on_it}\n{log}"
     assert tables(out) == tables(local)  # its source was decoded again elsewhere: row by row equal
     assert cluster.workers[victim]["node_id"] not in nodes(out)  # no committed source names the dead node
-
-
-def test_a_local_run_does_not_join_a_cluster_on_the_machine(inputs, local, cluster, tmp_path, tiny_model):
-    """Without --address, onepass starts its own private Ray even while a `ray start` cluster is up
-    here (Ray's own default would join the latest cluster it finds in /tmp/ray)."""
-    out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = onepass(inputs, out, tiny_model, env=env)
-    log = proc.communicate(timeout=600)[0]
-    assert proc.returncode == 0, log
-    cluster_nodes = {cluster.head["node_id"], *(w["node_id"] for w in cluster.workers)}
-    assert not set(nodes(out)) & cluster_nodes
-    assert tables(out) == tables(local)
 
 
 def test_an_input_a_node_cannot_see_is_an_error_naming_the_node_and_the_path(tmp_path):
