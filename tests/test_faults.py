@@ -141,28 +141,38 @@ def test_a_decode_worker_killed_mid_source_is_retried_and_changes_nothing(inputs
         assert len(segments) == 3 and all(n >= 2 for (n,) in segments), segments
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
-def test_interrupted_driver_then_rerun_equals_a_clean_run(inputs, clean, tmp_path, tiny_model, sig):
+def test_interrupted_three_ways_then_rerun_equals_a_clean_run(inputs, clean, tmp_path, tiny_model):
+    """Ctrl-C (SIGINT) once a source is committed; then SIGTERM, then SIGKILL, each on a rerun while
+    it decodes a source; then a rerun to the end. Each interrupted run exits with its signal's
+    status, says what it committed, leaves only whole sources visible; the end equals a clean run.
+    One chain, not three runs-and-reruns: each run of the CLI costs CI about 20 s."""
     out = tmp_path / "out"
-    proc = run_cli(inputs, out, tiny_model, "--workers", "1")
-    deadline = time.time() + 300
-    while time.time() < deadline and not committed(out):
-        time.sleep(0.05)  # wait for the first committed source, then interrupt mid-run
-    assert committed(out)
-    os.kill(proc.pid, sig)
-    log = proc.communicate(timeout=120)[0]
-    if sig == signal.SIGKILL:  # the killed driver's own Ray (GCS, raylet) is left: stop it, and only it (not `ray stop`)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -9}[sig], log
-    if sig != signal.SIGKILL:  # prompt and tidy: the summary says what was committed, no signal dump
-        assert ("terminated (SIGTERM)" if sig == signal.SIGTERM else "interrupted:") in log and "received" not in log, log
-        assert sum(" ok" in line for line in log.splitlines()) == len(committed(out))
-    partial = tables(out)  # reads cleanly: only whole sources are visible
-    assert all(s[1] == "ok" for s in partial["sources"])
-    assert 1 <= len(partial["sources"]) < 3  # the signal landed mid-run: some sources committed, not all
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        before = len(committed(out))
+        proc = run_cli(inputs, out, tiny_model, "--workers", "1")
+        deadline = time.time() + 300
+        if sig == signal.SIGINT:  # the first run: mid-run, after its first committed source
+            while time.time() < deadline and not committed(out):
+                time.sleep(0.05)
+            assert committed(out)
+        else:  # a rerun: while it decodes one of the sources left
+            while time.time() < deadline and not ray_pids("ray::decode_source", proc.pid):
+                time.sleep(0.01)
+            assert ray_pids("ray::decode_source", proc.pid), f"the rerun before {sig.name} never decoded"
+        os.kill(proc.pid, sig)
+        log = proc.communicate(timeout=120)[0]
+        if sig == signal.SIGKILL:  # the killed driver's own Ray (GCS, raylet) is left: stop it, and only it (not `ray stop`)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -9}[sig], log
+        if sig != signal.SIGKILL:  # prompt and tidy: the summary says what this run committed, no signal dump
+            assert ("terminated (SIGTERM)" if sig == signal.SIGTERM else "interrupted:") in log and "received" not in log, log
+            assert sum(" ok" in line for line in log.splitlines()) == len(committed(out)) - before, log
+        partial = tables(out)  # reads cleanly: only whole sources are visible
+        assert all(s[1] == "ok" for s in partial["sources"])
+        assert 1 <= len(partial["sources"]) < 3, (sig.name, partial["sources"])  # some sources committed, not all
     rerun = run_cli(inputs, out, tiny_model)
     log = rerun.communicate(timeout=600)[0]
     assert rerun.returncode == 0, log
