@@ -1,5 +1,5 @@
-"""Live input, each sent by a test process on loopback: TCP (then Ctrl-C), UDP, an HLS playlist
-over HTTP, and standard input. Rows are committed window by window."""
+"""Live input, each sent by a test process on loopback: TCP (then Ctrl-C), UDP, and an HLS playlist
+over HTTP with standard input in the same run. Rows are committed window by window."""
 
 from __future__ import annotations
 
@@ -114,7 +114,9 @@ def test_udp_stream_ends_after_the_idle_timeout(ts_clip, tmp_path, tiny_model):
     assert 4000 * (rows[0][1] - 1) < ends <= 12100, (ends, rows)
 
 
-def test_hls_playlist_over_http(ts_clip, tmp_path, tiny_model):
+def test_an_hls_playlist_and_standard_input_in_one_run(ts_clip, tmp_path, tiny_model):
+    """Two live inputs at once (an HLS playlist over HTTP, and MPEG-TS on standard input) feed the
+    one backbone; each ends on its own and is committed whole."""
     hls = tmp_path / "hls"
     hls.mkdir()
     subprocess.run([tool("ffmpeg"), "-v", "error", "-i", str(ts_clip), "-c", "copy", "-f", "hls", "-hls_time", "4",
@@ -124,22 +126,14 @@ def test_hls_playlist_over_http(ts_clip, tmp_path, tiny_model):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     out = tmp_path / "out"
+    url = f"http://127.0.0.1:{server.server_port}/live.m3u8"
     try:
-        proc = onepass(f"http://127.0.0.1:{server.server_port}/live.m3u8", out, tiny_model)
-        log = proc.communicate(timeout=180)[0]
+        with open(ts_clip, "rb") as stdin:
+            proc = onepass(url, out, tiny_model, "-", stdin=stdin)
+            log = proc.communicate(timeout=180)[0]
     finally:
         server.shutdown()
     assert proc.returncode == 0, log
-    rows = sources(out)
-    assert rows[0][:2] == ("ok", 3), rows
-    assert len(window_folders(out)) == 3
-
-
-def test_standard_input(ts_clip, tmp_path, tiny_model):
-    out = tmp_path / "out"
-    with open(ts_clip, "rb") as stdin:
-        proc = onepass("-", out, tiny_model, stdin=stdin)
-        log = proc.communicate(timeout=180)[0]
-    assert proc.returncode == 0, log
-    got = q(f"SELECT path, status, windows FROM read_parquet('{out}/sources/*/source.parquet')").fetchall()
-    assert got == [("pipe:0", "ok", 3)], got
+    got = dict((path, rest) for path, *rest in q(f"SELECT path, status, windows FROM read_parquet('{out}/sources/*/source.parquet')").fetchall())
+    assert got == {url: ["ok", 3], "pipe:0": ["ok", 3]}, got
+    assert len(window_folders(out)) == 6  # 3 windows of each
