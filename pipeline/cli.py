@@ -251,7 +251,8 @@ def report(output, source_id, out_dir, fps):
 @click.option("--window-s", type=int, default=None, help="Default: the model's own.")
 def evaluate_cmd(output, model, n_clips, seed, speech_dir, window_s):
     """Measure the model on freshly generated held-out clips of the default model's domain:
-    WER, DER (0.25 s collar), exact-caption share, median boundary error."""
+    WER (with its substitution, deletion and insertion rates and the most frequent confusions),
+    DER (0.25 s collar), exact-caption share, median boundary error."""
     import json
 
     from .evaluate import evaluate, make_heldout_clips

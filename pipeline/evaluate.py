@@ -10,6 +10,7 @@ boundary error. Optionally the real recordings in ../shared/media/speech (outsid
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import duckdb
@@ -50,7 +51,8 @@ def _rows(con, out: Path, table: str, source_path: str) -> list[tuple]:
 
 def score(out: Path, clips: list[Path]) -> dict:
     con = duckdb.connect()
-    errors = words = 0
+    parts = {"substitutions": 0, "deletions": 0, "insertions": 0, "words": 0}
+    confusions: Counter = Counter()
     der_err = der_total = 0.0
     cap_ok = cap_n = 0
     bounds: list[int] = []
@@ -58,8 +60,10 @@ def score(out: Path, clips: list[Path]) -> dict:
         truth = json.loads(clip.with_suffix(".json").read_text())
         path = str(clip.resolve())
         hyp_text = " ".join(r[3] for r in _rows(con, out, "transcripts", path))
-        e, n = metrics.wer(" ".join(u["text"] for u in truth["utterances"]), hyp_text)
-        errors, words = errors + e, words + n
+        we = metrics.word_errors(" ".join(u["text"] for u in truth["utterances"]), hyp_text)
+        for k in parts:
+            parts[k] += we[k]
+        confusions.update(we["confusions"])
         ref_turns = [(u["start_ms"], u["end_ms"], u["speaker"]) for u in truth["utterances"]]
         hyp_turns = [(a, b, s) for a, b, s in _rows(con, out, "speakers", path)]
         d, t = metrics.der(ref_turns, hyp_turns)
@@ -69,8 +73,12 @@ def score(out: Path, clips: list[Path]) -> dict:
         cap_ok, cap_n = cap_ok + ok, cap_n + n
         bounds += metrics.boundary_errors([(u["start_ms"], u["end_ms"]) for u in truth["utterances"]],
                                           [(a, b) for a, b, _, _ in _rows(con, out, "transcripts", path)])
+    words = parts.pop("words")
     return {
-        "clips": len(clips), "wer": errors / max(words, 1), "der": der_err / max(der_total, 1e-9),
+        "clips": len(clips), "wer": sum(parts.values()) / max(words, 1),
+        # what the errors are: rates per reference word, and the most frequent substitutions
+        "wer_parts": {k: v / max(words, 1) for k, v in parts.items()},
+        "confusions": {f"{a} -> {b}": n for (a, b), n in confusions.most_common(10)}, "der": der_err / max(der_total, 1e-9),
         "caption_exact": cap_ok / max(cap_n, 1), "boundary_median_ms": float(np.median(bounds)) if bounds else None,
         "words": words, "frames": cap_n, "boundaries": len(bounds),
     }

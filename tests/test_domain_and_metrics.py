@@ -254,6 +254,12 @@ def test_noise_floor_in_training_is_seeded_and_spares_padding():
 def test_wer_der_and_boundaries():
     assert metrics.wer("valve number seven", "valve number eleven seven") == (1, 3)
     assert metrics.wer("a b c", "") == (3, 3)
+    # hand-aligned (the one 3-edit alignment): valve deleted, nine -> one, six inserted
+    e = metrics.word_errors("valve number nine at four", "number one at four six")
+    assert (e["substitutions"], e["deletions"], e["insertions"], e["words"]) == (1, 1, 1, 5)
+    assert e["confusions"] == [("nine", "one")]
+    assert metrics.word_errors("seal nine at four", "seal one at five")["confusions"] == [("nine", "one"), ("four", "five")]
+    assert metrics.wer("valve number nine at four", "number one at four six") == (3, 5)
     ref = [(0, 4000, "A"), (5000, 9000, "B")]
     assert metrics.der(ref, [(0, 4000, "x"), (5000, 9000, "y")]) [0] == pytest.approx(0)
     err, total = metrics.der(ref, [(0, 9000, "x")])
@@ -267,3 +273,33 @@ def test_wer_der_and_boundaries():
     scenes = [(0, 1020, "red circle"), (1020, 3000, "blue square")]
     assert metrics.caption_exact(scenes, {0: "red circle", 1040: "blue square", 2080: "red circle"}, 3000) == (2, 3)
     assert metrics.caption_exact(scenes, {0: "red circle", 2000: "blue square"}, 3000) == (2, 3)  # no frame at 1 s: wrong
+
+
+def test_evaluate_scores_an_output_folder_and_says_what_the_word_errors_are(tmp_path):
+    """`onepass evaluate`'s scoring, on a hand-made output folder of one clip: the WER and its parts,
+    the confusions, captions and boundaries read back from the tables."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from onepass.pipeline.evaluate import score
+
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(b"")
+    clip.with_suffix(".json").write_text(json.dumps({
+        "duration_ms": 2000, "scenes": [{"start_ms": 0, "end_ms": 2000, "caption": "a red circle"}],
+        "utterances": [{"start_ms": 100, "end_ms": 1500, "speaker": "A", "text": "valve number nine at four"}]}))
+    src = tmp_path / "out" / "sources" / "c"
+    src.mkdir(parents=True)
+    tables = {
+        "source": {"source_id": ["c"], "path": [str(clip.resolve())]},
+        "transcripts": {"source_id": ["c"], "start_ms": [140], "end_ms": [1400], "speaker": ["S1"], "text": ["number one at four six"]},
+        "speakers": {"source_id": ["c"], "start_ms": [140], "end_ms": [1400], "speaker": ["S1"]},
+        "captions": {"source_id": ["c", "c"], "frame_ms": [0, 1000], "text": ["a red circle", "a blue circle"]},
+    }
+    for name, cols in tables.items():
+        pq.write_table(pa.table(cols), src / f"{name}.parquet")
+    got = score(tmp_path / "out", [clip])
+    assert got["words"] == 5 and got["wer"] == pytest.approx(3 / 5)
+    assert got["wer_parts"] == pytest.approx({"substitutions": 0.2, "deletions": 0.2, "insertions": 0.2})
+    assert got["confusions"] == {"nine -> one": 1}
+    assert got["caption_exact"] == 0.5 and got["boundary_median_ms"] == 70.0  # |140-100| and |1400-1500|

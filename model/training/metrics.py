@@ -5,24 +5,33 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["normalise_words", "wer", "der", "caption_exact", "boundary_errors", "row_agreement"]
+__all__ = ["normalise_words", "word_errors", "wer", "der", "caption_exact", "boundary_errors", "row_agreement"]
 
 
 def normalise_words(text: str) -> list[str]:
     return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
 
 
-def wer(ref: str, hyp: str) -> tuple[int, int]:
-    """(word errors, reference words), counted by jiwer over lower-cased words."""
+def word_errors(ref: str, hyp: str) -> dict:
+    """jiwer's alignment of lower-cased words: ``substitutions``, ``deletions``, ``insertions``,
+    ``words`` (reference) and ``confusions``, the (reference word, hypothesis word) of each
+    substitution, in order."""
     import jiwer
 
     r, h = normalise_words(ref), normalise_words(hyp)
-    if not r:
-        return len(h), 0
-    if not h:
-        return len(r), len(r)
+    if not r or not h:
+        return {"substitutions": 0, "deletions": len(r), "insertions": len(h), "words": len(r), "confusions": []}
     out = jiwer.process_words(" ".join(r), " ".join(h))
-    return out.substitutions + out.deletions + out.insertions, len(r)
+    pairs = [(r[c.ref_start_idx + k], h[c.hyp_start_idx + k]) for c in out.alignments[0] if c.type == "substitute"
+             for k in range(c.ref_end_idx - c.ref_start_idx)]
+    return {"substitutions": out.substitutions, "deletions": out.deletions, "insertions": out.insertions, "words": len(r),
+            "confusions": pairs}
+
+
+def wer(ref: str, hyp: str) -> tuple[int, int]:
+    """(word errors, reference words), counted by jiwer over lower-cased words."""
+    e = word_errors(ref, hyp)
+    return e["substitutions"] + e["deletions"] + e["insertions"], e["words"]
 
 
 def der(reference: list[tuple[int, int, str]], hypothesis: list[tuple[int, int, str]], *, collar_ms: int = 250) -> tuple[float, float]:
