@@ -23,8 +23,8 @@ between windows):
    at weight 0 / stop 0.6 vs weight 0.5 / stop 0.7 (chosen on seed 5): 9.2% -> 7.6% (seed 5),
    16.1% -> 15.5% (seed 2), 10.5% -> 10.0% (seed 11); weight 0.5 at stop 0.6 is worse
    (15.4%, 18.5%, 12.5%): the hidden states spread a voice, so the stop must move with them.
-   Re-measured for step 4328 on seed 5 (weight 0: 9.2% at stop 0.6; weight 0.5: 7.6% at 0.7,
-   15.8% at 0.6; weight 1: 12.8% at best), so it keeps the same key.
+   Re-measured for steps 4328 and 4755 on seed 5 (weight 0: 9.2% at stop 0.6; weight 0.5: 7.6%
+   at 0.7, 15.8% / 14.7% at 0.6; weight 1: 12.6-12.8% at best), so they keep the same key.
 3. The spectral block is standardised with a FIXED reference population (per-source statistics
    stretch a single voice into several: DER 22.9% -> 7.6% on 20 held-out domain clips), and all
    regions of a source are clustered by average-linkage agglomerative clustering on cosine
