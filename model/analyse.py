@@ -38,11 +38,13 @@ def frame_windows(w: Window) -> list[Window]:
     return out
 
 
-def _with_context(w: Window) -> tuple[np.ndarray, int]:
-    """The window's audio frames with their context (before, own, after) and the first one's time."""
+def _with_context(w: Window) -> tuple[np.ndarray, int, Span]:
+    """The window's audio frames with their context (before, own, after), the first one's time, and
+    the span of the window's own audio."""
     before, after = w.audio_before, w.audio_after
     full = np.concatenate([before, w.audio, after]) if before.shape[0] or after.shape[0] else w.audio
-    return full, w.audio_start_ms - before.shape[0] * FRAME_MS
+    own = Span(w.audio_start_ms, w.audio_start_ms + w.audio.shape[0] * FRAME_MS)
+    return full, w.audio_start_ms - before.shape[0] * FRAME_MS, own
 
 
 def speech_windows(w: Window, pad_ms: int = SPEECH_PAD_MS) -> list[Window]:
@@ -52,8 +54,7 @@ def speech_windows(w: Window, pad_ms: int = SPEECH_PAD_MS) -> list[Window]:
     With audio context around ``w`` (Window.audio_before / audio_after), regions are found over
     context and window together: a region that runs past the window's end is asked whole, with
     the next window's audio, and the next window leaves it alone (it began before that window)."""
-    full, origin = _with_context(w)
-    own = Span(w.audio_start_ms, w.audio_start_ms + w.audio.shape[0] * FRAME_MS)
+    full, origin, own = _with_context(w)
     spans = speech_spans(full, origin)
     out = []
     for i, s in enumerate(spans):
@@ -171,10 +172,9 @@ def analyse(runner: Runner, windows: list[Window], tasks: TaskSet, prompts: Prom
 
 def _owned_regions(w: Window, hidden: np.ndarray) -> list:
     """Speaker regions of a window asked per speech unit: those that start in the window, whole."""
-    full, origin = _with_context(w)
+    full, origin, own = _with_context(w)
     if hidden.shape[0] != full.shape[0]:
         hidden = np.zeros((full.shape[0], hidden.shape[1]), np.float32)
-    own = Span(w.audio_start_ms, w.audio_start_ms + w.audio.shape[0] * FRAME_MS)
     return region_embeddings(full, hidden, origin, own=own)
 
 

@@ -59,8 +59,8 @@ def score(out: Path, clips: list[Path]) -> dict:
     for clip in clips:
         truth = json.loads(clip.with_suffix(".json").read_text())
         path = str(clip.resolve())
-        hyp_text = " ".join(r[3] for r in _rows(con, out, "transcripts", path))
-        we = metrics.word_errors(" ".join(u["text"] for u in truth["utterances"]), hyp_text)
+        transcripts = _rows(con, out, "transcripts", path)
+        we = metrics.word_errors(" ".join(u["text"] for u in truth["utterances"]), " ".join(r[3] for r in transcripts))
         for k in parts:
             parts[k] += we[k]
         confusions.update(we["confusions"])
@@ -72,7 +72,7 @@ def score(out: Path, clips: list[Path]) -> dict:
         ok, n = metrics.caption_exact([(s["start_ms"], s["end_ms"], s["caption"]) for s in truth["scenes"]], caps, truth["duration_ms"])
         cap_ok, cap_n = cap_ok + ok, cap_n + n
         bounds += metrics.boundary_errors([(u["start_ms"], u["end_ms"]) for u in truth["utterances"]],
-                                          [(a, b) for a, b, _, _ in _rows(con, out, "transcripts", path)])
+                                          [(a, b) for a, b, _, _ in transcripts])
     words = parts.pop("words")
     return {
         "clips": len(clips), "wer": sum(parts.values()) / max(words, 1),
