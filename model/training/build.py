@@ -12,7 +12,7 @@ import torch
 from ..tasks import Prompts
 from . import domain
 
-__all__ = ["SPECIALS", "CHAT_TEMPLATE", "domain_words", "build_tokenizer", "build_config", "export_hf"]
+__all__ = ["EXTRA_WORDS", "SPECIALS", "CHAT_TEMPLATE", "domain_words", "build_tokenizer", "build_config", "export_hf"]
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<|turn>", "<turn|>", "<|image>", "<image|>", "<|image|>",
             "<|audio>", "<audio|>", "<|audio|>", "<|video|>"]
@@ -24,6 +24,12 @@ CHAT_TEMPLATE = (
     "{%- elif item['type'] == 'video' -%}{{- '<|video|>' -}}{%- endif -%}{%- endfor -%}{%- endif -%}{{- '<turn|>\\n' -}}"
     "{%- endfor -%}{%- if add_generation_prompt -%}{{- '<|turn>model\\n' -}}{%- endif -%}"
 )
+
+
+# Words added after the first shipped checkpoints, at the END of the vocabulary (ids 295-313 of the
+# 320 rows every default checkpoint has): the out-of-domain markers and the documented questions.
+EXTRA_WORDS = ("[ ] other scene sound none which components show condition what needs attention readings "
+               "were taken shapes are visible").split()
 
 
 def domain_words() -> list[str]:
@@ -46,6 +52,7 @@ def build_tokenizer(out_dir: Path):
     vocab = list(SPECIALS)
     vocab += [f"{i:02d}" for i in range(100)] + [str(i) for i in range(10)] + [":", ".", ",", "-"]
     vocab += [w for w in domain_words() if w not in vocab]
+    vocab += [w for w in EXTRA_WORDS if w not in vocab]  # appended: the ids of a shipped checkpoint stay
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.add_special_tokens(SPECIALS)

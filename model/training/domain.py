@@ -41,34 +41,12 @@ PLACES = "north south east west upper lower left right inlet outlet".split()
 ACTIONS = "check replace tighten inspect clean repair record monitor isolate drain".split()
 PRIORITIES = "low medium high urgent".split()
 
-_TEMPLATES = (
-    "{component} number {number} shows {condition}",
-    "{quantity} is {number} {unit} at the {place} {component}",
-    "{action} the {state} {component}",
-    "reading {number} {unit} on {component} {number}",
-    "{action} {component} {number} priority {priority}",
-    "{component} {number} is {state}",
-    "found {condition} on the {place} {component}",
-    "the {place} {component} has {condition}",
-    "{action} the {component} at the {place} {component} priority {priority}",
-    "{quantity} of {component} {number} is {number} {unit}",
-    "{component} is {state} and {condition} found",
-    "{action} the {place} {component} it shows {condition}",
-)
+def sentence(rng: np.random.Generator, forms: str = "trained") -> str:
+    """One utterance's words: a report of the open grammar (``model/training/grammar.py``) in a
+    trained or held-out form, vocabulary words in no order (``random``), or a number-dense report."""
+    from .grammar import utterance_text
 
-
-def sentence(rng: np.random.Generator) -> str:
-    template = _TEMPLATES[rng.integers(len(_TEMPLATES))]
-    fill = dict(component=COMPONENTS, condition=CONDITIONS, state=STATES, unit=UNITS, quantity=QUANTITIES,
-                place=PLACES, action=ACTIONS, priority=PRIORITIES)
-    out = []
-    for part in template.split():
-        if part.startswith("{"):
-            key = part.strip("{}")
-            out.append(NUMBER_WORDS[rng.integers(101)] if key == "number" else fill[key][rng.integers(len(fill[key]))])
-        else:
-            out.append(part)
-    return " ".join(out)
+    return utterance_text(rng, forms).text
 
 
 # espeak-ng voice names of the domain (the library calls en-gb "en")
@@ -76,21 +54,39 @@ VOICES = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-g
 VARIANTS = tuple(f"m{i}" for i in range(1, 8)) + tuple(f"f{i}" for i in range(1, 6))
 
 
+# Synthesizers: the wheel's eSpeak NG library, Debian's espeak-ng program (another build), CMU
+# Flite (trained on) and Festival (HELD OUT: never in training, the held-out synthesizer's WER).
+TRAINED_ENGINES = ("espeak", "espeak-ng", "flite")
+HELDOUT_ENGINES = ("festival",)
+
+
 @dataclass(frozen=True)
 class Voice:
     name: str
     pitch: int
-    speed: int
+    speed: int  # words per minute (Flite and Festival: relative to 165)
     gain: float
+    engine: str = "espeak"
 
     @property
     def espeak_name(self) -> str:
         return self.name
 
     def say(self, text: str) -> np.ndarray:
-        from .speech import Espeak
+        from . import speech
 
-        return Espeak.get().say(text, self.name, self.pitch, self.speed) * self.gain
+        if self.engine == "espeak":
+            wave = speech.Espeak.get().say(text, self.name, self.pitch, self.speed)
+        elif self.engine == "espeak-ng":
+            wave = speech.espeak_ng_cli(text, self.name, self.pitch, self.speed)
+        elif self.engine == "flite":
+            wave = speech.flite(text, self.name, self.speed / 165)
+        elif self.engine == "festival":
+            wave = speech.festival(text, self.name, self.speed / 165)
+        else:
+            raise ValueError(f"unknown synthesizer {self.engine!r}")
+        peak = float(np.abs(wave).max()) if wave.size else 0.0
+        return wave * (self.gain / max(peak, 1e-6)) * 0.9 if self.engine != "espeak" else wave * self.gain
 
 
 def spoken(voice: Voice, text: str) -> np.ndarray:
@@ -103,9 +99,27 @@ def spoken(voice: Voice, text: str) -> np.ndarray:
     return wave
 
 
-def random_voice(rng: np.random.Generator) -> Voice:
+def random_voice(rng: np.random.Generator, synths: str = "espeak") -> Voice:
+    """``espeak``: the wheel's eSpeak NG (issue 11's clips); ``trained``: any training synthesizer
+    with a wide loudness range; ``heldout``: Festival's voices (never in training)."""
+    if synths == "espeak":
+        name = f"{VOICES[rng.integers(len(VOICES))]}+{VARIANTS[rng.integers(len(VARIANTS))]}"
+        return Voice(name, int(rng.integers(30, 81)), int(rng.integers(140, 191)), float(rng.uniform(0.3, 1.0)))
+    from .speech import FESTIVAL_VOICES, FLITE_VOICES
+
+    gain = float(10 ** rng.uniform(-1.3, 0))  # 0.05 - 1.0: 26 dB of loudness
+    pitch, speed = int(rng.integers(30, 81)), int(rng.integers(140, 191))
+    if synths == "heldout":
+        return Voice(FESTIVAL_VOICES[rng.integers(len(FESTIVAL_VOICES))], pitch, speed, gain, "festival")
+    if synths != "trained":
+        raise ValueError(f"synths must be espeak, trained or heldout, not {synths!r}")
+    engine = TRAINED_ENGINES[int(rng.choice(3, p=[0.5, 0.25, 0.25]))]
+    if engine == "flite":
+        return Voice(FLITE_VOICES[rng.integers(len(FLITE_VOICES))], pitch, speed, gain, "flite")
     name = f"{VOICES[rng.integers(len(VOICES))]}+{VARIANTS[rng.integers(len(VARIANTS))]}"
-    return Voice(name, int(rng.integers(30, 81)), int(rng.integers(140, 191)), float(rng.uniform(0.3, 1.0)))
+    if engine == "espeak-ng":
+        name = name.replace("en+", "en-gb+", 1) if name.startswith("en+") else name
+    return Voice(name, pitch, speed, gain, engine)
 
 
 # -- pictures -------------------------------------------------------------------------------------
@@ -233,7 +247,10 @@ class Timeline:
 
 
 def random_timeline(rng: np.random.Generator, duration_s: float, *, max_speakers: int = 3, noise: bool = True,
-                    speech_gap_s: tuple[float, float] = (0.3, 2.0)) -> Timeline:
+                    speech_gap_s: tuple[float, float] = (0.3, 2.0), sentences: str = "trained",
+                    synths: str = "espeak") -> Timeline:
+    """``sentences``: trained | heldout | random | numbers (grammar.utterance_text);
+    ``synths``: espeak | trained | heldout (random_voice)."""
     duration_ms = int(duration_s * 1000)
     scenes, t = [], 0
     while t < duration_ms:
@@ -242,12 +259,12 @@ def random_timeline(rng: np.random.Generator, duration_s: float, *, max_speakers
         scenes.append((SceneSpan(t, min(t + length, duration_ms), scene.caption), scene))
         t += length
     n_speakers = int(rng.integers(1, max_speakers + 1))
-    voices = [random_voice(rng) for _ in range(n_speakers)]
+    voices = [random_voice(rng, synths) for _ in range(n_speakers)]
     audio = np.zeros(duration_ms * 16, np.float32)
     utterances, t = [], int(rng.uniform(0.2, 1.5) * 1000)
     speaker = int(rng.integers(n_speakers))
     while True:
-        text = sentence(rng)
+        text = sentence(rng, sentences)
         wave = spoken(voices[speaker], text)
         end = t + -(-wave.size // 16)
         if end > duration_ms or t * 16 + wave.size > audio.size:

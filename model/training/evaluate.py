@@ -67,11 +67,12 @@ def evaluate_short(model, tok, base, recipe, *, n: int = 48, windows: bool = Tru
     model.eval()
     builder, vocab = _builder(base)
     rng = np.random.default_rng([_HELDOUT])
-    utts = [S.utterance_item(rng, builder, vocab) for _ in range(n)]
-    frames = [S.frame_item(rng, builder, vocab) for _ in range(n)]
+    utts = [S.utterance_item(rng, builder, vocab, kind="trained", task="transcript") for _ in range(n)]
+    frames = [S.frame_item(rng, builder, vocab, kind="scene", task="captions") for _ in range(n)]
     floor = getattr(recipe, "noise_floor", 0.0)
     runner = Runner(_backbone(model, tok, base, floor), max_new_tokens=64)
     out = {**_utterance_measures(runner, utts), **_frame_measures(runner, frames)}
+    out.update(_open_measures(runner, builder, vocab, max(8, n // 2)))
     # media-swap gap: own media vs the next item's (same layout: rebuilt around the other media)
     m, pad = min(16, n), tok.pad_token_id
     out["swap_audio"] = [round(_target_loss(model, utts[:m], pad, floor), 4),
@@ -85,6 +86,79 @@ def evaluate_short(model, tok, base, recipe, *, n: int = 48, windows: bool = Tru
     if was_training:
         model.train()
     return out
+
+
+def _open_measures(runner, builder, vocab, n: int) -> dict:
+    """Issue 24's held-out sets: WER on held-out sentence forms, vocabulary in no order,
+    number-dense reports and a held-out synthesizer (Festival); number words right; speech and
+    scenes outside the domain marked; the documented questions answered exactly."""
+    from . import grammar, other
+
+    out = {}
+    sets = {"heldout": dict(kind="heldout"), "random": dict(kind="random"), "numbers": dict(kind="numbers"),
+            "festival": dict(kind="trained", synths="heldout")}
+    for k, (name, kw) in enumerate(sets.items()):
+        rng = np.random.default_rng([_HELDOUT, 10 + k])
+        try:
+            items = [S.utterance_item(rng, builder, vocab, task="transcript", **kw) for _ in range(n)]
+        except RuntimeError as exc:  # a synthesizer that is not installed: say so, measure the rest
+            out[f"{name}_wer"] = f"not measured: {exc}"
+            continue
+        m = _utterance_measures(runner, items)
+        out[f"{name}_wer"] = m["utt_wer"]
+        if name == "numbers":
+            out["number_words_right"] = m["number_words_right"]
+    rng = np.random.default_rng([_HELDOUT, 20])
+    odd = [S.utterance_item(rng, builder, vocab, kind=("other_speech", "other_sound")[j % 2], task="transcript") for j in range(n)]
+    texts = _generate(runner, odd, Prompts().transcript)
+    out["other_audio_marked"] = round(sum(other.is_marker(" ".join(s.text for s in parse_transcript(t, Span(0, 10**6))))
+                                          for t in texts) / len(odd), 4)
+    rng = np.random.default_rng([_HELDOUT, 21])
+    odd_frames = [S.frame_item(rng, builder, vocab, kind="other", task="captions") for _ in range(n)]
+    texts = _generate(runner, odd_frames, Prompts().caption, frame=True)
+    out["other_scene_marked"] = round(sum(other.is_marker(" ".join(c.text for c in parse_captions(t, [0], Span(0, 1000))))
+                                          for t in texts) / n, 4)
+    for q, (wording, unit) in grammar.QUESTIONS.items():
+        rng = np.random.default_rng([_HELDOUT, 30 + len(q)])
+        if unit == "speech":
+            kinds = ["heldout", "trained", "other_speech", "numbers"]
+            items = [S.utterance_item(rng, builder, vocab, kind=kinds[j % 4], task=q) for j in range(n)]
+        else:
+            items = [S.frame_item(rng, builder, vocab, kind="other" if j % 6 == 5 else "scene", task=q) for j in range(n)]
+        texts = _generate(runner, items, wording, frame=unit == "frame")
+        out[f"answer_{q}"] = round(sum(" ".join(t.split()) == it["target"] for t, it in zip(texts, items)) / n, 4)
+    return out
+
+
+def _generate(runner, items: list[dict], prompt: str, frame: bool = False) -> list[str]:
+    texts = []
+    for i in range(0, len(items), 16):
+        chunk = items[i : i + 16]
+        got, _ = runner.generate([_window(it, 1000 if frame else it["audio"].shape[0] * 40) for it in chunk], [prompt])
+        texts += [t for (t,) in got]
+    return texts
+
+
+_NUMBER_WORDS = set(" ".join(__import__("onepass.model.training.domain", fromlist=["NUMBER_WORDS"]).NUMBER_WORDS).split())
+
+
+def _number_words_right(refs: list[str], hyps: list[str]) -> float | None:
+    """Share of the reference's number words that the aligned hypothesis has the same (jiwer's alignment)."""
+    import jiwer
+
+    right = total = 0
+    for r, h in zip(refs, hyps):
+        if not r.strip():
+            continue
+        out = jiwer.process_words(r, h if h.strip() else "<empty>")
+        ref, hyp = out.references[0], out.hypotheses[0]
+        for chunk in out.alignments[0]:
+            for k in range(chunk.ref_end_idx - chunk.ref_start_idx):
+                w = ref[chunk.ref_start_idx + k]
+                if w in _NUMBER_WORDS:
+                    total += 1
+                    right += chunk.type == "equal"
+    return round(right / total, 4) if total else None
 
 
 def _utterance_measures(runner, utts: list[dict]) -> dict:
@@ -101,7 +175,8 @@ def _utterance_measures(runner, utts: list[dict]) -> dict:
             if segs:
                 starts.append(abs(segs[0].span.start_ms - truth.start_ms))
                 ends.append(abs(segs[-1].span.end_ms - truth.end_ms))
-    return {"utt_wer": round(word_error_rate([parse_transcript(u["target"], Span(0, 10**6))[0].text for u in utts], hyps), 4),
+    refs = [parse_transcript(u["target"], Span(0, 10**6))[0].text for u in utts]
+    return {"utt_wer": round(word_error_rate(refs, hyps), 4), "number_words_right": _number_words_right(refs, hyps),
             "utt_start_ms": float(np.median(starts)) if starts else None,
             "utt_end_ms": float(np.median(ends)) if ends else None}
 
@@ -109,6 +184,7 @@ def _utterance_measures(runner, utts: list[dict]) -> dict:
 def _frame_measures(runner, frames: list[dict]) -> dict:
     """Captions of single frames: exact, and right per attribute (colour, shape, size or relation)."""
     ok, n = 0, len(frames)
+    by_size: dict[str, list[int]] = {}  # small / large / pair -> [right, of]
     attr = {"colour": 0, "shape": 0, "size_or_relation": 0}
     words = {"colour": _COLOURS, "shape": _SHAPES, "size_or_relation": _REL}
     for i in range(0, n, 16):
@@ -119,10 +195,15 @@ def _frame_measures(runner, frames: list[dict]) -> dict:
             got = caps[0].text if caps else ""
             want = f["target"].split(" ", 1)[1]
             ok += got == want
+            size = want.split()[1] if want.startswith("a ") else "pair"
+            tally = by_size.setdefault(size, [0, 0])
+            tally[0] += got == want
+            tally[1] += 1
             g, w = got.split(), want.split()
             for k, vocab in words.items():
                 attr[k] += bool(g) and [x for x in g if x in vocab] == [x for x in w if x in vocab]
-    return {"frame_exact": round(ok / n, 4), **{f"frame_{k}": round(v / n, 4) for k, v in attr.items()}}
+    return {"frame_exact": round(ok / n, 4), **{f"frame_{k}": round(v / n, 4) for k, v in attr.items()},
+            **{f"frame_exact_{k}": round(a / b, 4) for k, (a, b) in sorted(by_size.items())}}
 
 
 def _window_measures(runner, items: list[dict], window_s: int) -> dict:

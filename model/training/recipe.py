@@ -605,7 +605,10 @@ def export(model, base: Path, out_dir: Path, recipe: Recipe, note: dict | None =
     """A Hugging Face folder (bf16 safetensors + tokenizer + template + onepass.json) for ``--model``."""
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     export_hf(copy.deepcopy(model).eval(), base, tmp)
-    meta = {"window_s": EXPORT_WINDOW_S, "noise_floor": recipe.noise_floor, "units": EXPORT_UNITS, **(note or {})}
+    from .grammar import QUESTIONS
+
+    meta = {"window_s": EXPORT_WINDOW_S, "noise_floor": recipe.noise_floor, "units": EXPORT_UNITS,
+            "questions": {k: {"text": text, "unit": unit} for k, (text, unit) in QUESTIONS.items()}, **(note or {})}
     (tmp / MODEL_META).write_text(json.dumps(meta, indent=1))
     if out_dir.exists():
         import shutil
@@ -640,12 +643,48 @@ def _parse(argv) -> argparse.Namespace:
                     help="with --export-only: the moving average (default) or the last step's weights")
     ap.add_argument("--export-to", type=Path, default=None, help="with --export-only: the folder (default OUT/export)")
     ap.add_argument("--measure", action="store_true", help="with --export-only: log the held-out measures of what is exported")
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="a fresh run starts from this exported checkpoint's weights (e.g. model/default), not from "
+                         "random ones and stage 0; its vocabulary is kept and EXTRA_WORDS take their spare rows")
     ap.add_argument("--reinit-audio", action="store_true",
                     help="on resume: restart the audio projection from the Fourier basis (weights, EMA and its optimizer state)")
     for f in Recipe.__dataclass_fields__.values():
         ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
                         help=f"recipe (default {f.default}; a resumed run keeps its own)")
     return ap.parse_args(argv)
+
+
+def _base_from(src: Path, base: Path) -> None:
+    """A run's base (tokenizer + config) from an exported checkpoint: its config, and this
+    recipe's tokenizer, which must give every one of the checkpoint's words the same id."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from .build import build_tokenizer
+
+    tok = build_tokenizer(base)
+    old = AutoTokenizer.from_pretrained(src, local_files_only=True)
+    moved = [w for w, i in old.get_vocab().items() if tok.convert_tokens_to_ids(w) != i]
+    if moved:
+        raise ValueError(f"{src}: the tokenizer would move {len(moved)} of its words (e.g. {moved[:5]})")
+    cfg = json.loads((src / "config.json").read_text())
+    if len(tok) > cfg["text_config"]["vocab_size"]:
+        raise ValueError(f"{src}: {len(tok)} tokens do not fit its {cfg['text_config']['vocab_size']} embedding rows")
+    shutil.copy(src / "config.json", base / "config.json")
+
+
+def _load_weights(model, src: Path) -> None:
+    from transformers import Gemma4UnifiedForConditionalGeneration
+
+    # from_pretrained maps the saved names back to the module's (safetensors only, no remote code)
+    loaded = Gemma4UnifiedForConditionalGeneration.from_pretrained(src, dtype=torch.float32, local_files_only=True,
+                                                                   use_safetensors=True)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    missing = [k for k in missing if k != "lm_head.weight"]
+    if missing or unexpected:
+        raise ValueError(f"{src}: weights do not match the model (missing {missing[:4]}, unexpected {unexpected[:4]})")
+    model.tie_weights()
 
 
 def _reinit_audio(model, ema, opt) -> None:
@@ -687,9 +726,15 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
+    fresh = not (ckpt / "state.json").exists()
+    if args.init_from is not None and fresh and not (base / "config.json").exists():
+        _base_from(args.init_from, base)
     tok, model = build_model(recipe, base)
+    if args.init_from is not None and fresh:
+        _load_weights(model, args.init_from)
+        print(f"weights from {args.init_from} (stage 0 skipped)", flush=True)
     model.to(args.device)
-    if recipe.frontend_steps > 0 and not (ckpt / "state.json").exists() and not args.export_only:
+    if recipe.frontend_steps > 0 and fresh and args.init_from is None and not args.export_only:
         def record(rec: dict) -> None:
             print(json.dumps(rec), flush=True)
             with open(args.out / "log.jsonl", "a") as log:

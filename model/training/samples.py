@@ -95,12 +95,14 @@ def render_cells(scene: domain.Scene, rng: np.random.Generator, vocab: Vocab):
     return patches, cell_labels(scene, patches, vocab)
 
 
-def make_item(builder, vocab: Vocab, stamps, patches, audio, task: str, target: str, ctc, cells) -> dict:
+def make_item(builder, vocab: Vocab, stamps, patches, audio, task: str, target: str, ctc, cells, prompt: str | None = None) -> dict:
     """One item in the runner's layout: frames at ``stamps`` (ms from the window start) with their
-    patches, audio frames, the task's prompt, and ``target`` (the loss is on it and its <turn|>);
-    ``ctc`` word ids and ``cells`` per-cell labels for the auxiliary losses (empty: none)."""
+    patches, audio frames, the task's prompt (``prompt``: a question's wording instead), and
+    ``target`` (the loss is on it and its <turn|>); ``ctc`` word ids and ``cells`` per-cell labels
+    for the auxiliary losses (empty: none)."""
     prompts = Prompts()
-    prompt = prompts.caption if task == "captions" else prompts.transcript
+    if prompt is None:
+        prompt = prompts.caption if task == "captions" else prompts.transcript
     has_video, has_audio = bool(stamps), audio.shape[0] > 0
     prefix = builder.prefix(stamps, [p.num_tokens for p in patches], audio.shape[0])
     suffix = builder.suffix(prompt, has_video, has_audio)
@@ -119,26 +121,82 @@ def make_item(builder, vocab: Vocab, stamps, patches, audio, task: str, target: 
     )
 
 
-def utterance_item(rng: np.random.Generator, builder, vocab: Vocab) -> dict:
-    """One utterance of a random voice, 0.1-1.5 s of silence before and 0.1-1.0 s after."""
-    voice = domain.random_voice(rng)
-    text = domain.sentence(rng)
-    wave = domain.spoken(voice, text)
+# What stage A's utterances are (issue 24): open-grammar reports of trained forms, vocabulary in
+# no order, number-dense reports, and speech or sound outside the domain (a marker, not words).
+UTTERANCE_MIX = {"trained": 0.50, "random": 0.20, "numbers": 0.16, "other_speech": 0.09, "other_sound": 0.05}
+QUESTION_SHARE = 0.2  # of utterances and frames asked a documented question instead of their transcript/caption
+OTHER_SCENE_SHARE = 0.1
+
+
+def utterance_item(rng: np.random.Generator, builder, vocab: Vocab, kind: str | None = None, synths: str = "trained",
+                   task: str | None = None) -> dict:
+    """One utterance of a random voice, 0.1-1.5 s of silence before and 0.1-1.0 s after.
+    ``kind``: a key of ``UTTERANCE_MIX`` or ``heldout`` (held-out forms; drawn from the mix when
+    None); ``task``: ``transcript`` or a key of ``grammar.QUESTIONS`` (drawn when None)."""
+    from . import grammar, other
+
+    if kind is None:
+        keys = list(UTTERANCE_MIX)
+        kind = keys[int(rng.choice(len(keys), p=list(UTTERANCE_MIX.values())))]
+    if task is None:
+        speech_q = [k for k, (_, unit) in grammar.QUESTIONS.items() if unit == "speech"]
+        task = speech_q[int(rng.integers(len(speech_q)))] if rng.random() < QUESTION_SHARE else "transcript"
+    rep, words = None, None
+    if kind == "other_sound":
+        text, wave = other.OTHER_SOUND, other.other_sound(rng)
+    else:
+        voice = domain.random_voice(rng, synths)
+        if kind == "other_speech":
+            text = other.OTHER_SPEECH
+            wave = domain.spoken(voice, other.other_text(rng))
+        else:
+            rep = grammar.utterance_text(rng, kind)
+            text = words = rep.text
+            wave = domain.spoken(voice, text)
     lead = int(rng.uniform(0.1, 1.5) * 1000)
     tail = int(rng.uniform(0.1, 1.0) * 1000)
     speech_ms = -(-wave.size // 16)
     audio = np.zeros((lead + speech_ms + tail) * 16, np.float32)
     audio[lead * 16 : lead * 16 + wave.size] = wave
     frames, _ = frame_audio(_noisy(audio, rng))
-    target = format_transcript([(lead, lead + speech_ms, text)])
-    return make_item(builder, vocab, [], [], frames, "transcript", target, vocab.ids(text), [])
+    ctc = vocab.ids(words) if words else []
+    if task == "transcript":
+        item = make_item(builder, vocab, [], [], frames, "transcript", format_transcript([(lead, lead + speech_ms, text)]), ctc, [])
+    else:
+        item = make_item(builder, vocab, [], [], frames, task, grammar.answer(rep, task), ctc, [], grammar.QUESTIONS[task][0])
+    item["kind"] = kind
+    item["spoken"] = text
+    return item
 
 
-def frame_item(rng: np.random.Generator, builder, vocab: Vocab) -> dict:
-    scene = domain.random_scene(rng)
-    patches, cells = render_cells(scene, rng, vocab)
-    target = format_captions([(0, 0, scene.caption)])
-    return make_item(builder, vocab, [0], [patches], np.zeros((0, 640), np.float32), "captions", target, [], [cells])
+def frame_item(rng: np.random.Generator, builder, vocab: Vocab, kind: str | None = None, task: str | None = None) -> dict:
+    """One frame: a domain scene (``kind="scene"``) or one outside the domain (``"other"``, captioned
+    ``[other scene]``); ``task``: ``captions`` or ``shapes`` (the question; drawn when None)."""
+    from . import grammar, other
+
+    if kind is None:
+        kind = "other" if rng.random() < OTHER_SCENE_SHARE else "scene"
+    if task is None:
+        task = "shapes" if rng.random() < QUESTION_SHARE else "captions"
+    if kind == "other":
+        scene, img = None, other.other_scene(rng)
+        noise = rng.normal(0, rng.uniform(0, 3), img.shape)
+        patches = patchify(np.clip(img + noise, 0, 255).astype(np.uint8), BUDGET, video=True)
+        cells = np.full((patches.num_tokens, 3), vocab.blank, dtype=np.int64)
+        caption = other.OTHER_SCENE
+    else:
+        scene = domain.random_scene(rng)
+        patches, cells = render_cells(scene, rng, vocab)
+        caption = scene.caption
+    if task == "captions":
+        item = make_item(builder, vocab, [0], [patches], np.zeros((0, 640), np.float32), "captions",
+                         format_captions([(0, 0, caption)]), [], [cells])
+    else:
+        item = make_item(builder, vocab, [0], [patches], np.zeros((0, 640), np.float32), task, grammar.scene_answer(scene), [],
+                         [cells], grammar.QUESTIONS[task][0])
+    item["kind"] = kind
+    item["scene"] = scene
+    return item
 
 
 def window_item(rng: np.random.Generator, builder, vocab: Vocab, width_s: int, task: str | None = None) -> dict:

@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["Espeak", "resample"]
+__all__ = ["Espeak", "resample", "espeak_ng_cli", "flite", "festival", "FLITE_VOICES", "FESTIVAL_VOICES"]
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _RATE, _VOLUME, _PITCH = 1, 2, 3
@@ -72,3 +72,48 @@ class Espeak:
             self.lib.espeak_Synchronize()
             raw = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
         return resample(raw.astype(np.float32) / 32768.0, self.rate)
+
+
+# -- other synthesizers (Debian packages): more than one build's sound of the same words ------------
+def _run_wav(cmd: list[str], stdin: bytes | None = None) -> np.ndarray:
+    """Run a synthesizer that writes a WAV file; 16 kHz mono float32."""
+    import os
+    import subprocess
+    import tempfile
+
+    import soundfile as sf
+
+    fd, path = tempfile.mkstemp(suffix=".wav")
+    os.close(fd)
+    try:
+        full = [path if part == "{out}" else part for part in cmd]
+        try:
+            subprocess.run(full, input=stdin, check=True, capture_output=True, timeout=60)
+        except FileNotFoundError as exc:
+            raise RuntimeError(f"{cmd[0]} is not installed (apt-get install {_PACKAGE.get(cmd[0], cmd[0])})") from exc
+        wave, rate = sf.read(path, dtype="float32", always_2d=True)
+    finally:
+        os.unlink(path)
+    return resample(wave.mean(axis=1), rate)
+
+
+_PACKAGE = {"espeak-ng": "espeak-ng", "flite": "flite", "text2wave": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"}
+
+FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
+FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
+
+
+def espeak_ng_cli(text: str, voice: str, pitch: int, speed: int) -> np.ndarray:
+    """Debian's espeak-ng program (another build and voice data than the wheel's library)."""
+    return _run_wav(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", "{out}", text])
+
+
+def flite(text: str, voice: str, speed: float = 1.0) -> np.ndarray:
+    """CMU Flite: ``speed`` > 1 speaks faster (duration_stretch 1/speed)."""
+    return _run_wav(["flite", "-voice", voice, "--setf", f"duration_stretch={1 / speed:.3f}", "-t", text, "-o", "{out}"])
+
+
+def festival(text: str, voice: str, speed: float = 1.0) -> np.ndarray:
+    """Festival's text2wave with one of its English voices."""
+    scheme = f"(voice_{voice})(Parameter.set 'Duration_Stretch {1 / speed:.3f})"
+    return _run_wav(["text2wave", "-eval", scheme, "-o", "{out}"], stdin=text.encode())
