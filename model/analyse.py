@@ -16,9 +16,12 @@ import numpy as np
 from onepass.operators.audio import FRAME_MS, speech_spans
 from onepass.operators.spans import Span
 
-from .records import Caption, Segment, Window, WindowResult
+from dataclasses import replace
+
+from .meta import match_question
+from .records import Answer, Caption, Segment, Window, WindowResult
 from .speakers import region_embeddings
-from .tasks import Prompts, TaskSet, make_answer, parse_captions, parse_transcript
+from .tasks import UNSUPPORTED, Prompts, TaskSet, make_answer, parse_captions, parse_transcript
 
 if TYPE_CHECKING:  # the runner imports torch; analyse() with no task to run must not need it
     from .runner import Runner, StreamSession
@@ -100,26 +103,59 @@ def _by_unit(runner: Runner, windows: list[Window], unit: str, jobs: list[tuple[
             span = u.span if unit == "speech" else Span(u.span.start_ms, min(u.span.end_ms, w.span.end_ms))
             if span.duration_ms <= 0:
                 continue
-            for (kind, _), text in zip(jobs, unit_texts):
-                if kind == "captions":
-                    records[i][kind] += parse_captions(text, list(u.frame_ms), span)
-                else:
-                    records[i][kind] += parse_transcript(text, span)
+            for (kind, prompt), text, conf in zip(jobs, unit_texts, batch.confidence[j]):
+                records[i][kind] += _parse(kind, prompt, text, conf, list(u.frame_ms), span)
     return records, hidden
+
+
+def _parse(kind: str, prompt: str, text: str, confidence: float | None, frame_ms: list[int], span: Span) -> list:
+    """The records of one generated text, each carrying the text's confidence."""
+    if kind == "captions":
+        return [replace(c, confidence=confidence) for c in parse_captions(text, frame_ms, span)]
+    if kind == "transcript":
+        return [replace(s, confidence=confidence) for s in parse_transcript(text, span)]
+    return make_answer(text, prompt, span, confidence)
 
 
 def _units(runner) -> dict[str, str]:
     return (getattr(getattr(runner, "bb", None), "units", None) or {}) if runner is not None else {}
 
 
-def _prompts_for(w: Window, tasks: TaskSet, prompts: Prompts) -> list[tuple[str, str]]:
+def _questions(runner) -> dict | None:
+    return getattr(getattr(runner, "bb", None), "questions", None) if runner is not None else None
+
+
+def _job_units(runner, jobs: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
+    """Jobs by what one request of each covers (``window``, ``frame``, ``speech``): a task's unit
+    is the checkpoint's ``units``; a documented question's is its own ``unit``."""
+    units, questions = _units(runner), _questions(runner) or {}
+    by_text = {q["text"]: q["unit"] for q in questions.values()}
+    out: dict[str, list[tuple[str, str]]] = {"window": [], "frame": [], "speech": []}
+    for kind, prompt in jobs:
+        out[by_text.get(prompt, "window") if kind == "ask" else units.get(kind, "window")].append((kind, prompt))
+    return out
+
+
+def _prompts_for(w: Window, tasks: TaskSet, prompts: Prompts, runner=None) -> list[tuple[str, str]]:
+    """(kind, prompt) of every request the window gets; a question the checkpoint does not answer
+    (not in its documented set) gets none: it is answered as unsupported (:func:`_unsupported`)."""
     out = []
     if tasks.captions and w.has_video:
         out.append(("captions", prompts.caption))
     if tasks.transcript and w.has_audio:
         out.append(("transcript", prompts.transcript))
-    out += [("ask", q) for q in tasks.questions]
+    questions = _questions(runner)
+    for q in tasks.questions:
+        key = match_question(questions, q)
+        if key is not None:
+            out.append(("ask", questions[key]["text"] if questions is not None else q))
     return out
+
+
+def _unsupported(runner, w: Window, tasks: TaskSet) -> list[Answer]:
+    questions = _questions(runner)
+    return [Answer(span=w.span, question=q, text=UNSUPPORTED, supported=False)
+            for q in tasks.questions if match_question(questions, q) is None]
 
 
 def analyse(runner: Runner, windows: list[Window], tasks: TaskSet, prompts: Prompts = Prompts()) -> list[WindowResult]:
@@ -131,30 +167,32 @@ def analyse(runner: Runner, windows: list[Window], tasks: TaskSet, prompts: Prom
     units = _units(runner)
     for idx in groups.values():
         group = [windows[i] for i in idx]
-        jobs = _prompts_for(group[0], tasks, prompts)
+        jobs = _prompts_for(group[0], tasks, prompts, runner)
         want_speech = tasks.diarization and group[0].has_audio
         if not jobs and not want_speech:
             for i in idx:
-                results[i] = WindowResult(source_id=windows[i].source_id, span=windows[i].span)
+                results[i] = WindowResult(source_id=windows[i].source_id, span=windows[i].span,
+                                          answers=tuple(_unsupported(runner, windows[i], tasks)))
             continue
-        by_frame = [(k, p) for k, p in jobs if units.get(k) == "frame"]
-        by_speech = [(k, p) for k, p in jobs if units.get(k) == "speech"]
-        whole = [(k, p) for k, p in jobs if units.get(k, "window") == "window"]
+        split = _job_units(runner, jobs)
+        by_frame, by_speech, whole = split["frame"], split["speech"], split["window"]
         # speech units carry the speaker layer's states when transcripts are asked per region
         speech_units = units.get("transcript") == "speech" and group[0].has_audio and (bool(by_speech) or want_speech)
         given: list[dict[str, list]] = [{} for _ in group]
         hidden: list = [None] * len(group)
         if by_frame:
             recs, _ = _by_unit(runner, group, "frame", by_frame)
-            for g, r in zip(given, recs):
-                g.update(r)
-        if speech_units:
-            recs, hidden = _by_unit(runner, group, "speech", by_speech, capture=want_speech)
-            for g, r in zip(given, recs):
-                g.update(r)
+            _merge(given, recs)
+        if speech_units or (by_speech and group[0].has_audio):
+            recs, unit_hidden = _by_unit(runner, group, "speech", by_speech, capture=want_speech and speech_units)
+            _merge(given, recs)
+            if speech_units:
+                hidden = unit_hidden
         window_capture = want_speech and not speech_units
+        confidence: list[list[float]] = [[] for _ in group]
         if whole or window_capture:
             texts, batch = runner.generate(group, [p for _, p in whole], capture_audio=window_capture)
+            confidence = batch.confidence
             if window_capture:
                 hidden = batch.audio_hidden
         else:
@@ -166,8 +204,15 @@ def analyse(runner: Runner, windows: list[Window], tasks: TaskSet, prompts: Prom
                 if h is None:  # no speech unit in this window: no region either
                     h = np.zeros((1, runner.model.config.get_text_config().hidden_size), np.float32)
                 speech = _owned_regions(w, h)
-            results[i] = _result(w, whole, texts[k], hidden[k] if want_speech and not speech_units else None, given[k], speech)
+            results[i] = _result(w, whole, texts[k], hidden[k] if want_speech and not speech_units else None, given[k], speech,
+                                 confidence[k], _unsupported(runner, w, tasks))
     return [results[i] for i in range(len(windows))]
+
+
+def _merge(given: list[dict[str, list]], recs: list[dict[str, list]]) -> None:
+    for g, r in zip(given, recs):
+        for kind, rows in r.items():
+            g.setdefault(kind, []).extend(rows)
 
 
 def _owned_regions(w: Window, hidden: np.ndarray) -> list:
@@ -179,20 +224,24 @@ def _owned_regions(w: Window, hidden: np.ndarray) -> list:
 
 
 def _result(w: Window, jobs: list[tuple[str, str]], texts: list[str], audio_hidden, given: dict | None = None,
-            speech: list | None = None) -> WindowResult:
-    """``given``: records already parsed per unit, by task kind ("captions", "transcript");
-    ``speech``: speaker regions already made (else from ``audio_hidden``, the window's own)."""
+            speech: list | None = None, confidence: list[float] | None = None, unsupported: list[Answer] = ()) -> WindowResult:
+    """``given``: records already parsed per unit, by task kind ("captions", "transcript", "ask");
+    ``speech``: speaker regions already made (else from ``audio_hidden``, the window's own);
+    ``confidence``: of each of ``texts``; ``unsupported``: answer rows of questions not asked."""
     given = given or {}
     captions: list[Caption] = list(given.get("captions", []))
     segments: list[Segment] = list(given.get("transcript", []))
-    answers = []
-    for (kind, prompt), text in zip(jobs, texts):
+    answers: list[Answer] = list(given.get("ask", []))
+    confidence = confidence or [None] * len(texts)
+    for (kind, prompt), text, conf in zip(jobs, texts, confidence):
+        records = _parse(kind, prompt, text, conf, list(w.frame_ms), w.span)
         if kind == "captions":
-            captions = parse_captions(text, list(w.frame_ms), w.span)
+            captions = records
         elif kind == "transcript":
-            segments = parse_transcript(text, w.span)
+            segments = records
         else:
-            answers += make_answer(text, prompt, w.span)
+            answers += records
+    answers += unsupported
     if speech is None:
         speech = region_embeddings(w.audio, audio_hidden, w.audio_start_ms) if audio_hidden is not None else []
     return WindowResult(
@@ -210,14 +259,14 @@ def analyse_streamed(runner: Runner, session: StreamSession | None, w: Window, t
     session = session or StreamSession(runner, w.span.start_ms, has_video=False, has_audio=w.has_audio)
     want_speech = tasks.diarization and w.has_audio
     session.add_audio(w.audio, capture=want_speech)
-    units = _units(runner)
-    jobs = _prompts_for(w, tasks, prompts)
-    whole = [(k, p) for k, p in jobs if units.get(k, "window") == "window"]
+    jobs = _prompts_for(w, tasks, prompts, runner)
+    split = _job_units(runner, jobs)
+    whole = split["window"]
     texts = session.finish([p for _, p in whole])
     hidden = np.concatenate(session.audio_hidden) if want_speech and session.audio_hidden else None
     given: dict[str, list] = {}
     for unit in ("frame", "speech"):
-        asked = [(k, p) for k, p in jobs if units.get(k) == unit]
-        if asked:
-            given.update(_by_unit(runner, [w], unit, asked)[0][0])
-    return _result(w, whole, texts, hidden, given)
+        if split[unit]:
+            for kind, recs in _by_unit(runner, [w], unit, split[unit])[0][0].items():
+                given.setdefault(kind, []).extend(recs)
+    return _result(w, whole, texts, hidden, given, None, session.confidence, _unsupported(runner, w, tasks))

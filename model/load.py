@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .meta import (ARCHITECTURE, DEFAULT_MODEL_DIR, MODEL_META, ModelLoadError, check_folder, model_noise_floor,  # noqa: F401 - re-exported
-                   model_units, model_window_s)
+                   model_questions, model_units, model_window_s)
 
 __all__ = ["Backbone", "ModelLoadError", "check_folder", "QUANTIZE", "quantize_decoder", "DEFAULT_MODEL_DIR", "MODEL_META", "load_backbone", "model_window_s", "pick_device_dtype"]
 
@@ -32,6 +32,7 @@ class Backbone:
     stop_ids: tuple[int, ...]
     noise_floor: float = 0.0  # RMS of the noise the runner adds under audio frames (the checkpoint's onepass.json)
     units: dict | None = None  # what one request covers per task (meta.model_units); None: whole windows
+    questions: dict | None = None  # the documented questions it answers (meta.model_questions); None: any
 
     @property
     def config(self):
@@ -142,4 +143,4 @@ def load_backbone(path: str | os.PathLike | None = None, *, device: str | None =
     if isinstance(turn_end, int) and turn_end != tokenizer.unk_token_id:
         stop.add(turn_end)
     return Backbone(path=path, model=model, tokenizer=tokenizer, chat_template=chat_template, device=dev, dtype=dt, stop_ids=tuple(sorted(stop)),
-                    noise_floor=model_noise_floor(path), units=model_units(path))
+                    noise_floor=model_noise_floor(path), units=model_units(path), questions=model_questions(path))

@@ -5,8 +5,10 @@
 trained for, used when ``--window-s`` is not given, ``{"units": {"captions": "frame",
 "transcript": "speech"}}``: what one request covers (:func:`model_units`), and ``{"speakers":
 {"backbone_weight": 0.5, "threshold": 0.7}}``: how speaker clustering weighs the checkpoint's own
-hidden states (:func:`model_speakers`). Real Gemma 4 weights have none of them: 30 s windows, one
-request per task per window, spectral voice embeddings only.
+hidden states (:func:`model_speakers`), and ``{"questions": {"findings": {"text": "which components
+show a condition", "unit": "speech"}}}``: the only questions the checkpoint answers, and what one
+request of each covers (:func:`model_questions`). Real Gemma 4 weights have none of them: 30 s
+windows, one request per task per window, spectral voice embeddings only, any question.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["ARCHITECTURE", "ModelLoadError", "check_folder", "DEFAULT_MODEL_DIR", "MODEL_META", "DEFAULT_WINDOW_S", "model_window_s", "model_noise_floor", "model_units", "UNITS", "model_speakers"]
+__all__ = ["ARCHITECTURE", "ModelLoadError", "check_folder", "DEFAULT_MODEL_DIR", "MODEL_META", "DEFAULT_WINDOW_S", "model_window_s", "model_noise_floor", "model_units", "UNITS", "model_speakers",
+           "model_questions", "match_question"]
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
 MODEL_META = "onepass.json"
@@ -142,3 +145,45 @@ def model_speakers(path: str | os.PathLike | None = None) -> dict[str, float]:
         return out
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{meta}: bad speakers ({exc})") from exc
+
+
+QUESTION_UNITS = ("window", "frame", "speech")
+
+
+def model_questions(path: str | os.PathLike | None = None) -> dict[str, dict[str, str]] | None:
+    """The documented questions a checkpoint answers, ``{key: {"text": wording, "unit": unit}}``,
+    or None when its ``onepass.json`` lists none (real Gemma 4 weights answer any question)."""
+    meta = (Path(path) if path is not None else DEFAULT_MODEL_DIR) / MODEL_META
+    if not meta.is_file():
+        return None
+    try:
+        given = json.loads(meta.read_text()).get("questions")
+        if given is None:
+            return None
+        if not isinstance(given, dict):
+            raise TypeError(f"questions is {given!r}")
+        out = {}
+        for key, q in given.items():
+            if not isinstance(q, dict) or not isinstance(q.get("text"), str) or q.get("unit", "window") not in QUESTION_UNITS:
+                raise TypeError(f"questions[{key!r}] = {q!r}; expected {{'text': str, 'unit': one of {QUESTION_UNITS}}}")
+            out[str(key)] = {"text": q["text"], "unit": q.get("unit", "window")}
+        return out
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{meta}: bad questions ({exc})") from exc
+
+
+def _norm(text: str) -> str:
+    return " ".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
+
+
+def match_question(questions: dict[str, dict[str, str]] | None, asked: str) -> str | None:
+    """The key of the documented question ``asked`` is (its wording or its key, case and
+    punctuation aside); None when the checkpoint does not answer it. With no documented set
+    (``questions`` None) every question is its own."""
+    if questions is None:
+        return asked
+    want = _norm(asked)
+    for key, q in questions.items():
+        if want in (_norm(q["text"]), _norm(key)):
+            return key
+    return None

@@ -52,6 +52,7 @@ class Caption:
     span: Span
     frame_ms: int
     text: str
+    confidence: float | None = None  # mean token log-probability of the text it came from (0: certain)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Segment:
     span: Span
     text: str
     speaker: str | None = None
+    confidence: float | None = None  # mean token log-probability of the text it came from (0: certain)
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,14 @@ class SpeakerTurn:
 
 @dataclass(frozen=True)
 class Answer:
+    """``supported`` False: the checkpoint does not answer this question (its onepass.json lists
+    the ones it does); the row says so instead of carrying a made-up answer."""
+
     span: Span
     question: str
     text: str
+    confidence: float | None = None
+    supported: bool = True
 
 
 @dataclass(frozen=True, eq=False)

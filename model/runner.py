@@ -56,6 +56,7 @@ class _Batch:
     attn: torch.Tensor  # [B, L] long, 0 = left padding
     types: torch.Tensor  # [B, L] long
     audio_hidden: list[np.ndarray] = field(default_factory=list)  # per item [n_audio, D]
+    confidence: list[list[float]] = field(default_factory=list)  # per item, per task: mean token log-probability
 
 
 class Runner:
@@ -207,14 +208,26 @@ class Runner:
     @torch.inference_mode()
     def greedy(self, batch: _Batch, first_logits: torch.Tensor, max_new_tokens: int | None = None) -> list[list[int]]:
         """Greedy decoding with the KV cache until every item hit a stop token or the limit."""
+        return self.greedy_scored(batch, first_logits, max_new_tokens)[0]
+
+    @torch.inference_mode()
+    def greedy_scored(self, batch: _Batch, first_logits: torch.Tensor,
+                      max_new_tokens: int | None = None) -> tuple[list[list[int]], list[float]]:
+        """Greedy decoding, and each item's confidence: the mean log-probability of the tokens it
+        chose, its stop token included (Whisper's ``avg_logprob``; 0 is certain)."""
         limit = max_new_tokens or self.max_new_tokens
         stop = torch.as_tensor(self.bb.stop_ids, device=self.bb.device)
         b = first_logits.shape[0]
         done = torch.zeros(b, dtype=torch.bool, device=self.bb.device)
         out: list[list[int]] = [[] for _ in range(b)]
+        logp_sum = torch.zeros(b, dtype=torch.float64, device=self.bb.device)
+        counted = torch.zeros(b, dtype=torch.long, device=self.bb.device)
         logits = first_logits
         for _ in range(limit):
             token = logits.argmax(-1)
+            chosen = logits.float().log_softmax(-1).gather(1, token[:, None])[:, 0]
+            logp_sum += torch.where(done, 0.0, chosen.double())
+            counted += (~done).long()
             for i in range(b):
                 if not done[i] and not bool(torch.isin(token[i], stop)):
                     out[i].append(int(token[i]))
@@ -223,20 +236,25 @@ class Runner:
             if bool(done.all()):
                 break
             logits = self.decode_one_token(torch.where(done, self.pad_id, token), batch)
-        return out
+        conf = (logp_sum / counted.clamp(min=1)).tolist()
+        return out, [round(float(c), 4) for c in conf]
 
     def generate(self, windows: list[Window], tasks: list[str], capture_audio: bool = False) -> tuple[list[list[str]], _Batch]:
         """Prefill the windows once, then run every task prompt from a fork of that cache.
-        Returns texts[window][task] and the prefilled batch (for its audio hidden states)."""
+        Returns texts[window][task] and the prefilled batch (for its audio hidden states, and each
+        text's confidence in ``batch.confidence[window][task]``)."""
         t0 = time.perf_counter()
         batch = self.prefill(windows, capture_audio=capture_audio)
         texts: list[list[str]] = [[] for _ in windows]
+        batch.confidence = [[] for _ in windows]
         has_video, has_audio = windows[0].has_video, windows[0].has_audio
         for task in tasks:
             fork = _Batch(cache=copy.deepcopy(batch.cache), attn=batch.attn, types=batch.types)
             first = self.append_text(fork, self.prompts.suffix(task, has_video, has_audio))
-            for i, ids in enumerate(self.greedy(fork, first)):
+            ids_all, conf = self.greedy_scored(fork, first)
+            for i, ids in enumerate(ids_all):
                 texts[i].append(self.prompts.decode(ids))
+                batch.confidence[i].append(conf[i])
         self.stats.items += len(windows)
         self.stats.seconds += time.perf_counter() - t0
         return texts, batch
@@ -264,6 +282,7 @@ class StreamSession:
         self.audio_frames = 0
         self.audio_open = False
         self.audio_hidden: list[np.ndarray] = []
+        self.confidence: list[float] = []  # per task of the last finish(): mean token log-probability
 
     def _push(self, pieces: list, patches: list[Patches], audio: np.ndarray | None, capture: bool = False) -> torch.Tensor:
         t0 = time.perf_counter()
@@ -318,10 +337,13 @@ class StreamSession:
         self.close_media()
         t0 = time.perf_counter()
         texts = []
+        self.confidence = []
         for task in tasks:
             fork = _Batch(cache=copy.deepcopy(self.batch.cache), attn=self.batch.attn, types=self.batch.types)
             first = self.r.append_text(fork, self.r.prompts.suffix(task, self.frames > 0, self.audio_open))
-            texts.append(self.r.prompts.decode(self.r.greedy(fork, first)[0]))
+            ids, conf = self.r.greedy_scored(fork, first)
+            texts.append(self.r.prompts.decode(ids[0]))
+            self.confidence.append(conf[0])
         self.r.stats.items += 1
         self.r.stats.seconds += time.perf_counter() - t0
         return texts

@@ -17,7 +17,24 @@ from onepass.operators.spans import Span, ms_to_clock, ms_to_clock_tenths
 
 from .records import Answer, Caption, Segment
 
-__all__ = ["TaskSet", "Prompts", "parse_captions", "parse_transcript", "format_captions", "format_transcript", "make_answer"]
+__all__ = ["TaskSet", "Prompts", "parse_captions", "parse_transcript", "format_captions", "format_transcript", "make_answer",
+           "OTHER_SPEECH", "OTHER_SOUND", "OTHER_SCENE", "MARKERS", "UNSUPPORTED", "normalise_markers", "is_marker"]
+
+# What the default model writes for media outside its domain (issue 24): one marker for the whole
+# speech region or frame, never a made-up report. Rows keep the marker as their text.
+OTHER_SPEECH, OTHER_SOUND, OTHER_SCENE = "[other speech]", "[other sound]", "[other scene]"
+MARKERS = (OTHER_SPEECH, OTHER_SOUND, OTHER_SCENE)
+UNSUPPORTED = "[unsupported question]"  # an answer row's text for a question the checkpoint does not answer
+_MARKER = re.compile(r"\[\s*other\s+(speech|sound|scene)\s*\]")
+
+
+def normalise_markers(text: str) -> str:
+    """A word-level tokenizer decodes ``[other speech]`` as ``[ other speech ]``: close it up."""
+    return _MARKER.sub(lambda m: f"[other {m.group(1)}]", text)
+
+
+def is_marker(text: str) -> bool:
+    return normalise_markers(text).strip() in MARKERS
 
 
 @dataclass(frozen=True)
@@ -71,7 +88,7 @@ def parse_captions(text: str, frame_ms: list[int], window: Span) -> list[Caption
     """One caption per kept frame (``frame_ms`` absolute), from the model's caption entries."""
     if not frame_ms:
         return []
-    entries, head = _entries(_CAPTION_STAMP, text)
+    entries, head = _entries(_CAPTION_STAMP, normalise_markers(text))
     rows: list[tuple[int, int, str]] = []
     for m, body in entries:
         if not body:
@@ -95,7 +112,7 @@ def parse_captions(text: str, frame_ms: list[int], window: Span) -> list[Caption
 
 def parse_transcript(text: str, window: Span) -> list[Segment]:
     """Speech segments with absolute times; malformed output degrades to the window's span."""
-    entries, head = _entries(_SEGMENT_STAMP, text)
+    entries, head = _entries(_SEGMENT_STAMP, normalise_markers(text))
     segments = []
     for m, body in entries:
         if not body:
@@ -112,9 +129,9 @@ def parse_transcript(text: str, window: Span) -> list[Segment]:
     return segments
 
 
-def make_answer(text: str, question: str, window: Span) -> list[Answer]:
-    text = text.strip()
-    return [Answer(span=window, question=question, text=text)] if text else []
+def make_answer(text: str, question: str, window: Span, confidence: float | None = None) -> list[Answer]:
+    text = " ".join(normalise_markers(text).split())
+    return [Answer(span=window, question=question, text=text, confidence=confidence)] if text else []
 
 
 def format_captions(scenes: list[tuple[int, int, str]]) -> str:

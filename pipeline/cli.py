@@ -34,7 +34,10 @@ stay; its row says 'stopped'; a rerun does the rest).""")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output folder (Parquet tables).")
 @click.option("--model", type=click.Path(path_type=Path), default=None, help="Local Hugging Face folder of a Gemma 4 Unified checkpoint (safetensors). Default: the bundled small model.")
 @click.option("--tasks", default=_DEFAULTS.tasks, show_default=True, help="Comma list of captions, transcript, diarization.")
-@click.option("--ask", "questions", multiple=True, help="A question answered for every window (repeatable).")
+@click.option("--ask", "questions", multiple=True,
+              help="A question answered for every window (repeatable). The bundled model answers only its documented "
+                   "questions (README, `onepass.json`): which components show a condition, what needs attention, what "
+                   "readings were taken, which shapes are visible; others get a warning and rows marked unsupported.")
 @click.option("--fps", type=float, default=_DEFAULTS.fps, show_default=True, help="Frames kept per second.")
 @click.option("--budget", type=click.Choice([str(b) for b in BUDGETS]), default=str(_DEFAULTS.budget), show_default=True, help="Soft tokens per frame.")
 @click.option("--window-s", type=int, default=None,
@@ -76,6 +79,7 @@ def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_m
             from onepass.model.meta import check_folder  # no torch in the driver
 
             check_folder(Path(model))
+        _warn_unsupported(model, questions)
     except Exception as exc:  # noqa: BLE001 - configuration errors stop before any worker starts
         raise click.UsageError(str(exc)) from exc
     progress = _Bars()
@@ -106,6 +110,20 @@ def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_m
                    f"committed (max {max(summary.live_latency_s):.2f} s, {len(summary.live_latency_s)} seconds)")
     click.echo(f"results: {output}/sources/*/<table>.parquet  (query: onepass query {output} \"SELECT ...\")")
     sys.exit(summary.exit_code)
+
+
+def _warn_unsupported(model, questions) -> None:
+    """A checkpoint with a documented question set (the bundled model's) answers only those: say so
+    for any other; its rows say "[unsupported question]" (supported = false), never a made-up answer."""
+    from onepass.model.meta import match_question, model_questions
+
+    documented = model_questions(model)
+    odd = [q for q in questions if match_question(documented, q) is None]
+    if odd:
+        listed = "; ".join(f'"{q["text"]}"' for q in documented.values())
+        for q in odd:
+            click.echo(f'warning: the model answers only its documented questions ({listed}); "{q}" is answered '
+                       f'as unsupported (answers.supported = false)', err=True)
 
 
 class _Bars:
@@ -247,19 +265,29 @@ def report(output, source_id, out_dir, fps):
 @click.option("--model", type=click.Path(path_type=Path), default=None, help="Checkpoint folder (default: the bundled model).")
 @click.option("--clips", "n_clips", type=int, default=20, show_default=True, help="Held-out clips to generate.")
 @click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--speech-dir", type=click.Path(path_type=Path), default=None, help="Also score real recordings (*.wav + *.txt).")
+@click.option("--sentences", type=click.Choice(["trained", "heldout", "random", "numbers"]), default="trained", show_default=True,
+              help="Sentence forms of the clips: the training's forms, forms the training never draws, vocabulary in no "
+                   "order, or number-dense reports.")
+@click.option("--synths", type=click.Choice(["espeak", "trained", "heldout"]), default="espeak", show_default=True,
+              help="Voices: the wheel's eSpeak NG, every training synthesizer (+ Debian espeak-ng, Flite), or the held-out "
+                   "one (Festival, never in training).")
+@click.option("--speech-dir", type=click.Path(path_type=Path), default=None,
+              help="Also run real recordings (*.wav + *.txt): WER, and the share of rows marked [other speech].")
+@click.option("--images-dir", type=click.Path(path_type=Path), default=None,
+              help="Also run photographs (*.png, *.jpg) as 5 s still clips: the share of frames marked [other scene].")
 @click.option("--window-s", type=int, default=None, help="Default: the model's own.")
-def evaluate_cmd(output, model, n_clips, seed, speech_dir, window_s):
+def evaluate_cmd(output, model, n_clips, seed, sentences, synths, speech_dir, images_dir, window_s):
     """Measure the model on freshly generated held-out clips of the default model's domain:
     WER (with its substitution, deletion and insertion rates and the most frequent confusions),
-    DER (0.25 s collar), exact-caption share, median boundary error."""
+    DER (0.25 s collar), exact-caption share, median boundary error, and the share of each
+    documented question answered exactly."""
     import json
 
     from .evaluate import evaluate, make_heldout_clips
 
-    clips = make_heldout_clips(output / "clips", n_clips, seed)
+    clips = make_heldout_clips(output / "clips", n_clips, seed, sentences=sentences, synths=synths)
     cfg = RunConfig(output=output / "out", model=model, window_s=window_s, force=True)
-    report = evaluate(cfg, clips, speech_dir)
+    report = evaluate(cfg, clips, speech_dir, images_dir)
     (output / "report.json").write_text(json.dumps(report, indent=1, default=str))
     click.echo(json.dumps(report, indent=1, default=str))
 

@@ -14,7 +14,10 @@
     every kept frame as a small JPEG and an Opus/WebM audio proxy (made with PyAV); a page without
     them (media moved or unreadable) still shows its text.
 ``REPORT/answers.csv``
-    every answer, with a ``flagged`` column, for a work-order system.
+    every answer, with ``flagged``, ``confidence`` and ``low_confidence`` columns, for a work-order
+    system. Rows the model wrote with low confidence (mean token log-probability under -1) are
+    marked "low confidence" on the pages too; markers of media outside the model's domain
+    ("[other speech]") and unsupported questions are never flagged.
 
 Each page carries its rows as JSON in a ``<script type="application/json">`` block; the small
 script below renders and drives it.
@@ -30,6 +33,8 @@ from pathlib import Path
 
 from onepass.operators.audio import RATE_HZ
 from onepass.operators.spans import ms_to_clock_tenths
+
+from onepass.model.tasks import UNSUPPORTED, is_marker
 
 from .writers import connect
 
@@ -61,6 +66,7 @@ table{border-collapse:collapse;font-size:13px} td,th{padding:3px 10px;text-align
 .strip img{height:54px;cursor:pointer;border:2px solid transparent} .strip img.current{border-color:#e6550d}
 .answer{display:flex;gap:10px;align-items:flex-start;padding:4px;background:#fff;margin:3px 0}
 .answer img{width:120px} .answer.flagged{border-left:5px solid #e6550d}
+.low{opacity:.6} .lowtag{font-size:11px;color:#b35806;border:1px solid #b35806;border-radius:3px;padding:0 3px;margin-left:4px}
 #results div{padding:2px 0}
 """
 
@@ -118,8 +124,23 @@ window.addEventListener('DOMContentLoaded',()=>{document.getElementById('search'
 
 
 def is_flagged(answer: str) -> bool:
-    """An answer that says something (not empty, not 'none'/'no'...): a moment to look at."""
-    return answer.strip().lower().strip(".!") not in _NOT_FLAGGED
+    """An answer that says something (not empty, not 'none'/'no'..., not a marker of media
+    outside the model's domain, not an unsupported question): a moment to look at."""
+    text = answer.strip().lower().strip(".!")
+    return text not in _NOT_FLAGGED and text != UNSUPPORTED and not is_marker(text)
+
+
+# A row whose text the model generated with a mean token log-probability under this is shown as
+# low confidence (Whisper's logprob_threshold, -1.0, is the same idea).
+LOW_CONFIDENCE = -1.0
+
+
+def is_low(confidence) -> bool:
+    return confidence is not None and confidence < LOW_CONFIDENCE
+
+
+def _low_tag(confidence) -> str:
+    return f"<span class='lowtag' title='mean token log-probability {confidence:.2f}'>low confidence</span>" if is_low(confidence) else ""
 
 
 def _clock(ms) -> str:
@@ -203,14 +224,19 @@ def _source_page(con, src: dict, out_dir: Path, fps: float) -> tuple[str, dict]:
     files = out_dir / f"{sid}_files"
     files.mkdir(parents=True, exist_ok=True)
     rel = f"{sid}_files/"
-    captions = dict(_rows(con, "captions", "frame_ms, text", sid))
+    caption_rows = _rows(con, "captions", "frame_ms, text, confidence", sid)
+    captions = {t: c for t, c, _ in caption_rows}
+    caption_low = {t for t, _, conf in caption_rows if is_low(conf)}
     frames_on_disk = _write_frames(src["path"], files, fps) if src["status"] != "error" and not _is_stream(src) else {}
     audio = _write_audio(src["path"], files) if src["status"] != "error" and not _is_stream(src) else None
     frame_ms = sorted(set(frames_on_disk) | set(captions))
-    frames = [{"ms": t, "caption": captions.get(t, ""), "img": rel + frames_on_disk[t] if t in frames_on_disk else None} for t in frame_ms]
-    transcript = _rows(con, "transcripts", "start_ms, end_ms, speaker, text", sid)
+    frames = [{"ms": t, "caption": captions.get(t, "") + (" (low confidence)" if t in caption_low else ""),
+               "img": rel + frames_on_disk[t] if t in frames_on_disk else None} for t in frame_ms]
+    transcript_rows = _rows(con, "transcripts", "start_ms, end_ms, speaker, text, confidence", sid)
+    transcript = [r[:4] for r in transcript_rows]
     turns = _rows(con, "speakers", "start_ms, end_ms, speaker", sid)
-    answers = _rows(con, "answers", "start_ms, end_ms, question, text", sid)
+    answer_rows = _rows(con, "answers", "start_ms, end_ms, question, text, confidence", sid)
+    answers = [r[:4] for r in answer_rows]
     speakers = sorted({t[2] for t in turns} | {t[2] for t in transcript if t[2]})
     colour = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(speakers)}
     duration = max([src.get("duration_ms") or 0] + [r[1] for r in turns + transcript + answers] + [t + 1000 for t in frame_ms] + [1])
@@ -237,17 +263,17 @@ def _source_page(con, src: dict, out_dir: Path, fps: float) -> tuple[str, dict]:
         for a, b, s in turns) + "</div><div class='muted'>" + "".join(
         f"<span style='color:{colour[s]}'>&#9632;</span> {e(s)} &nbsp;" for s in speakers) + "</div></div>")
     p.append(f"<div id='transcript'><h2>Transcript ({len(transcript)} lines)</h2>" + "".join(
-        f"<div class='line' data-start='{a}' data-end='{b}' style='border-color:{colour.get(s, '#999')}'>"
-        f"<span class='time'>{_clock(a)}&ndash;{_clock(b)}</span><b>{e(s or '')}</b> {e(text)}</div>"
-        for a, b, s, text in transcript) + "</div></div>")
+        f"<div class='line{' low' if is_low(conf) else ''}' data-start='{a}' data-end='{b}' style='border-color:{colour.get(s, '#999')}'>"
+        f"<span class='time'>{_clock(a)}&ndash;{_clock(b)}</span><b>{e(s or '')}</b> {e(text)}{_low_tag(conf)}</div>"
+        for a, b, s, text, conf in transcript_rows) + "</div></div>")
     p.append(f"<h2>Kept frames ({len(frames)})</h2><div class='strip' id='strip'>" + "".join(
         f"<img loading='lazy' data-ms='{f['ms']}' src='{e(f['img'])}' title='{_clock(f['ms'])} {e(f['caption'])}'>"
         for f in frames if f["img"]) + "</div>")
-    p.append(_answers_html(answers, frames))
+    p.append(_answers_html(answer_rows, frames))
     hidden = {"content_fingerprint", "config_fingerprint"}  # every other column of the sources row, in table order
     p.append("<h2>Metadata</h2><table id='metadata'>" + "".join(
         f"<tr><td>{k}</td><td>{e(str(v))}</td></tr>" for k, v in src.items() if v is not None and k not in hidden) + "</table></body></html>")
-    return "".join(p), _summary(captions, transcript, turns, answers, speakers)
+    return "".join(p), {**_summary(captions, transcript, turns, answers, speakers), "answer_rows": answer_rows}
 
 
 def _answers_html(answers: list[tuple], frames: list[dict]) -> str:
@@ -255,14 +281,14 @@ def _answers_html(answers: list[tuple], frames: list[dict]) -> str:
     if not answers:
         return ""
     e = html.escape
-    flagged = sum(is_flagged(t) for *_, t in answers)
+    flagged = sum(is_flagged(t) for _, _, _, t, _ in answers)
     p = [f"<h2>Answers ({flagged} flagged of {len(answers)})</h2>"
          "<label><input type='checkbox' id='only-flagged'> only flagged windows</label><div id='answers'>"]
-    for a, b, question, text in answers:
+    for a, b, question, text, conf in answers:
         f = next((x for x in reversed(frames) if x["ms"] <= a and x["img"]), frames[0] if frames and frames[0]["img"] else None)
         img = f"<img data-ms='{f['ms']}' src='{e(f['img'])}'>" if f else ""
         p.append(f"<div class='answer{' flagged' if is_flagged(text) else ''}' data-start='{a}'>{img}<div>"
-                 f"<span class='time'>{_clock(a)}&ndash;{_clock(b)}</span><i>{e(question)}</i><br>{e(text)}</div></div>")
+                 f"<span class='time'>{_clock(a)}&ndash;{_clock(b)}</span><i>{e(question)}</i><br>{e(text)}{_low_tag(conf)}</div></div>")
     return "".join(p) + "</div>"
 
 
@@ -330,10 +356,10 @@ def write_reports(output: Path, out_dir: Path, source_id: str | None = None, fps
         written.append(path)
     with open(out_dir / "answers.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["source_id", "path", "start_ms", "end_ms", "question", "answer", "flagged"])
+        w.writerow(["source_id", "path", "start_ms", "end_ms", "question", "answer", "flagged", "confidence", "low_confidence"])
         for src in sources:
-            for a, b, q, t in extra.get(src["source_id"], {}).get("answers", []):
-                w.writerow([src["source_id"], src["path"], a, b, q, t, is_flagged(t)])
+            for a, b, q, t, conf in extra.get(src["source_id"], {}).get("answer_rows", []):
+                w.writerow([src["source_id"], src["path"], a, b, q, t, is_flagged(t), "" if conf is None else conf, is_low(conf)])
     index = out_dir / "index.html"
     index.write_text(_index(sources, extra), encoding="utf-8")
     return [index, *written]

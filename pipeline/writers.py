@@ -1,10 +1,10 @@
 """Results on disk: one folder per source, committed atomically, one glob per table.
 
     OUT/sources/<source_id>/source.parquet        1 row  (id, path, size, duration_ms, codecs, fps, status, error, ...)
-    OUT/sources/<source_id>/captions.parquet      (source_id, start_ms, end_ms, frame_ms, text)
-    OUT/sources/<source_id>/transcripts.parquet   (source_id, start_ms, end_ms, speaker, text)
+    OUT/sources/<source_id>/captions.parquet      (source_id, start_ms, end_ms, frame_ms, text, confidence)
+    OUT/sources/<source_id>/transcripts.parquet   (source_id, start_ms, end_ms, speaker, text, confidence)
     OUT/sources/<source_id>/speakers.parquet      (source_id, start_ms, end_ms, speaker)
-    OUT/sources/<source_id>/answers.parquet       (source_id, start_ms, end_ms, question, text)
+    OUT/sources/<source_id>/answers.parquet       (source_id, start_ms, end_ms, question, text, confidence, supported)
 
 A source's folder is written under a temporary name beside its target and renamed into place,
 so a reader sees all of a source's rows or none; every table file exists (maybe empty) so
@@ -38,14 +38,18 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("decode_node", pa.string()),  # the Ray node id that decoded the source (its first segment's)
         ("decode_segments", pa.int32()),  # decode tasks that cut its windows side by side (1: one pass)
     ]),
+    # confidence: mean token log-probability of the generated text a row came from (Whisper's
+    # avg_logprob; 0 is certain, lower is less sure); null where no text was generated
     "captions": pa.schema([("source_id", pa.string()), ("start_ms", pa.int64()), ("end_ms", pa.int64()),
-                           ("frame_ms", pa.int64()), ("text", pa.string())]),
+                           ("frame_ms", pa.int64()), ("text", pa.string()), ("confidence", pa.float64())]),
     "transcripts": pa.schema([("source_id", pa.string()), ("start_ms", pa.int64()), ("end_ms", pa.int64()),
-                              ("speaker", pa.string()), ("text", pa.string())]),
+                              ("speaker", pa.string()), ("text", pa.string()), ("confidence", pa.float64())]),
     "speakers": pa.schema([("source_id", pa.string()), ("start_ms", pa.int64()), ("end_ms", pa.int64()),
                            ("speaker", pa.string())]),
+    # supported: false where the checkpoint does not answer the question (text "[unsupported question]")
     "answers": pa.schema([("source_id", pa.string()), ("start_ms", pa.int64()), ("end_ms", pa.int64()),
-                          ("question", pa.string()), ("text", pa.string())]),
+                          ("question", pa.string()), ("text", pa.string()), ("confidence", pa.float64()),
+                          ("supported", pa.bool_())]),
 }
 TABLES = tuple(SCHEMAS)
 FILE_OF = {"sources": "source.parquet", **{t: f"{t}.parquet" for t in TABLES if t != "sources"}}
@@ -77,11 +81,14 @@ def result_rows(source_id: str, results, turns) -> dict[str, list[dict]]:
     rows: dict[str, list[dict]] = defaultdict(list)
     for res in results:
         for c in res.captions:
-            rows["captions"].append(dict(source_id=source_id, start_ms=c.span.start_ms, end_ms=c.span.end_ms, frame_ms=c.frame_ms, text=c.text))
+            rows["captions"].append(dict(source_id=source_id, start_ms=c.span.start_ms, end_ms=c.span.end_ms, frame_ms=c.frame_ms, text=c.text,
+                                         confidence=c.confidence))
         for s in label_segments(list(res.segments), turns):
-            rows["transcripts"].append(dict(source_id=source_id, start_ms=s.span.start_ms, end_ms=s.span.end_ms, speaker=s.speaker, text=s.text))
+            rows["transcripts"].append(dict(source_id=source_id, start_ms=s.span.start_ms, end_ms=s.span.end_ms, speaker=s.speaker, text=s.text,
+                                            confidence=s.confidence))
         for a in res.answers:
-            rows["answers"].append(dict(source_id=source_id, start_ms=a.span.start_ms, end_ms=a.span.end_ms, question=a.question, text=a.text))
+            rows["answers"].append(dict(source_id=source_id, start_ms=a.span.start_ms, end_ms=a.span.end_ms, question=a.question, text=a.text,
+                                        confidence=a.confidence, supported=a.supported))
     for t in turns:
         rows["speakers"].append(dict(source_id=source_id, start_ms=t.span.start_ms, end_ms=t.span.end_ms, speaker=t.speaker))
     return rows

@@ -50,12 +50,44 @@ def report_run(tmp_path_factory):
             break
     domain.write_clip(src / "two_speakers.mp4", timeline, rng)
     (src / "two_speakers.json").unlink()
+    # the bundled weights with the documented question set the recipe exports (grammar.QUESTIONS)
+    from onepass.model.training.grammar import QUESTIONS
+
+    model = tmp_path_factory.mktemp("model") / "default"
+    shutil.copytree(ROOT / "model" / "default", model)
+    meta = json.loads((model / "onepass.json").read_text())
+    meta.setdefault("questions", {k: {"text": t, "unit": u} for k, (t, u) in QUESTIONS.items()})
+    (model / "onepass.json").write_text(json.dumps(meta))
     out = tmp_path_factory.mktemp("report_out")
-    res = subprocess.run(["onepass", "run", str(src), "-o", str(out), "--ask", "is anything damaged"], capture_output=True, text=True, timeout=900)
+    res = subprocess.run(["onepass", "run", str(src), "-o", str(out), "--model", str(model), "--ask", "is anything damaged",
+                          "--ask", "Which shapes are visible?"], capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert 'answers only its documented questions' in res.stderr and '"is anything damaged" is answered as unsupported' in res.stderr
+    assert "Which shapes are visible" not in res.stderr  # a documented question, asked in other words
     res = subprocess.run(["onepass", "report", str(out)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     return out, out / "report", json
+
+
+def test_questions_outside_the_documented_set_are_marked_and_every_row_has_a_confidence(report_run):
+    import duckdb
+
+    from onepass.model.tasks import UNSUPPORTED
+
+    out, report, _ = report_run
+    con = duckdb.connect()
+    rows = con.execute(f"SELECT question, text, supported, confidence, start_ms, end_ms FROM read_parquet('{out}/sources/*/answers.parquet')").fetchall()
+    odd = [r for r in rows if r[0] == "is anything damaged"]
+    shapes = [r for r in rows if r[0] == "which shapes are visible"]
+    assert odd and all(r[1] == UNSUPPORTED and r[2] is False and r[3] is None for r in odd)
+    assert len(shapes) >= 19 * 3 and all(r[2] is True and r[3] is not None and r[3] <= 0 for r in shapes)  # one per kept frame
+    assert all(r[5] - r[4] <= 1000 for r in shapes)  # each answer spans its own frame
+    for table in ("captions", "transcripts"):
+        conf = [c for (c,) in con.execute(f"SELECT confidence FROM read_parquet('{out}/sources/*/{table}.parquet')").fetchall()]
+        assert conf and all(c is not None and -50 < c <= 0 for c in conf), table
+    csv_rows = (report / "answers.csv").read_text().splitlines()
+    assert csv_rows[0].endswith("flagged,confidence,low_confidence")
+    assert not any(UNSUPPORTED in line and ",True," in line for line in csv_rows)  # never flagged
 
 
 def _browser():

@@ -180,3 +180,87 @@ def test_a_steady_sound_is_one_region():
     assert region.start_ms <= 560 and region.end_ms >= 3440
     constant, _ = frame_audio((0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32))
     assert [s.duration_ms for s in speech_spans(constant, 0)] == [3000]
+
+
+_QUESTIONS = {"findings": {"text": "which components show a condition", "unit": "speech"},
+              "shapes": {"text": "which shapes are visible", "unit": "frame"}}
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_documented_questions_are_asked_per_unit_and_others_are_marked_unsupported(tiny_model, tmp_path, live):
+    """A checkpoint's onepass.json ``questions``: a question in its set (in any case or punctuation,
+    or by key) is asked in the set's wording of each of its units; one outside the set is not
+    asked at all and comes back as one row per window, supported = False, text UNSUPPORTED.
+    Every generated row carries its text's confidence."""
+    from onepass.model.analyse import analyse_streamed
+    from onepass.model.runner import StreamSession
+    from onepass.model.tasks import UNSUPPORTED
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    (model / "onepass.json").write_text(json.dumps({"units": {"captions": "frame", "transcript": "speech"}, "questions": _QUESTIONS}))
+    runner = Runner(load_backbone(model, device="cpu"), max_new_tokens=6)
+    calls = []
+    generate = runner.generate
+
+    def spy(windows, tasks, capture_audio=False):
+        calls.append(([(w.span, w.has_video, w.has_audio) for w in windows], list(tasks)))
+        return generate(windows, tasks, capture_audio=capture_audio)
+
+    runner.generate = spy
+    w = _window()
+    tasks = TaskSet(captions=True, transcript=True, diarization=False,
+                    questions=("Which components show a condition?", "shapes", "list visible defects"))
+    if live:
+        session = StreamSession(runner, w.span.start_ms, has_video=True, has_audio=True)
+        for t, patches in zip(w.frame_ms, w.patches):
+            session.add_frame(t, patches)
+        res = analyse_streamed(runner, session, w, tasks)
+    else:
+        [res] = analyse(runner, [w], tasks)
+    frames = [(u.span, True, False) for u in frame_windows(w)]
+    speech = [(u.span, False, True) for u in speech_windows(w)]
+    asked = [c for c in calls if c[0] in (frames, speech)]
+    assert sorted(asked) == sorted([(frames, ["caption each frame with its time", "which shapes are visible"]),
+                                    (speech, ["transcribe the speech with start and end times", "which components show a condition"])])
+    assert not any("list visible defects" in t for c in calls for t in c[1])  # never asked
+    odd = [a for a in res.answers if not a.supported]
+    assert [(a.question, a.text, a.span, a.confidence) for a in odd] == [("list visible defects", UNSUPPORTED, w.span, None)]
+    by_q = {}
+    for a in res.answers:
+        by_q.setdefault(a.question, []).append(a)
+    # a row per unit that answered (the random tiny model may say nothing for one)
+    assert {a.span for a in by_q.get("which shapes are visible", [])} <= {s for s, _, _ in frames}
+    assert {a.span for a in by_q.get("which components show a condition", [])} <= {s for s, _, _ in speech}
+    rows = [*res.captions, *res.segments, *[a for a in res.answers if a.supported]]
+    assert rows and all(r.confidence is not None and -100 < r.confidence < 0 for r in rows)
+
+
+def test_confidence_is_the_mean_log_probability_of_the_chosen_tokens(tiny_model):
+    """Recomputed from a fresh prefill, one chosen token at a time: the mean over the chosen tokens
+    and the stop token that ended the text (Whisper's avg_logprob)."""
+    import dataclasses
+
+    import torch
+
+    runner = Runner(load_backbone(tiny_model, device="cpu"), max_new_tokens=6)
+    w = _window()
+    prompt = "transcribe the speech with start and end times"
+    suffix = runner.prompts.suffix(prompt, w.has_video, w.has_audio)
+
+    def scored():
+        batch = runner.prefill([w])
+        return runner.greedy_scored(batch, runner.append_text(batch, suffix))
+
+    runner.bb = dataclasses.replace(runner.bb, stop_ids=())
+    (free,), _ = scored()
+    k = next(i for i in range(1, len(free)) if free[i] not in free[:i])  # a token first chosen at step k
+    runner.bb = dataclasses.replace(runner.bb, stop_ids=(free[k],))  # ... now ends the text there
+    (ids,), (conf,) = scored()
+    assert ids == free[:k]
+    fresh = runner.prefill([w])
+    logits = [runner.append_text(fresh, suffix)]
+    for tok in ids:
+        logits.append(runner.decode_one_token(torch.tensor([tok]), fresh))
+    logp = [float(l[0].float().log_softmax(-1)[t]) for l, t in zip(logits, free[: k + 1])]  # k tokens and the stop
+    assert conf == pytest.approx(sum(logp) / len(logp), abs=1e-3)

@@ -229,6 +229,8 @@ class Utterance:
     end_ms: int
     speaker: str
     text: str
+    form: str = ""  # the grammar's form signature (grammar.Report.form; RANDOM for vocabulary in no order)
+    facts: dict | None = None  # what the report says, by question key (grammar.answer): the truth for answers
 
 
 @dataclass(frozen=True)
@@ -263,14 +265,18 @@ def random_timeline(rng: np.random.Generator, duration_s: float, *, max_speakers
     audio = np.zeros(duration_ms * 16, np.float32)
     utterances, t = [], int(rng.uniform(0.2, 1.5) * 1000)
     speaker = int(rng.integers(n_speakers))
+    from .grammar import QUESTIONS, answer, utterance_text
+
     while True:
-        text = sentence(rng, sentences)
+        rep = utterance_text(rng, sentences)
+        text = rep.text
         wave = spoken(voices[speaker], text)
         end = t + -(-wave.size // 16)
         if end > duration_ms or t * 16 + wave.size > audio.size:
             break
         audio[t * 16 : t * 16 + wave.size] += wave
-        utterances.append(Utterance(t, end, f"spk{speaker}", text))
+        facts = {k: answer(rep, k) for k, (_, unit) in QUESTIONS.items() if unit == "speech"}
+        utterances.append(Utterance(t, end, f"spk{speaker}", text, rep.form, facts))
         t = end + int(rng.uniform(*speech_gap_s) * 1000)
         if n_speakers > 1 and rng.random() < 0.7:
             speaker = int((speaker + rng.integers(1, n_speakers)) % n_speakers)

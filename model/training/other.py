@@ -25,18 +25,7 @@ import numpy as np
 __all__ = ["OTHER_SPEECH", "OTHER_SOUND", "OTHER_SCENE", "MARKERS", "other_text", "other_sound", "other_scene",
            "is_marker", "normalise_markers"]
 
-OTHER_SPEECH, OTHER_SOUND, OTHER_SCENE = "[other speech]", "[other sound]", "[other scene]"
-MARKERS = (OTHER_SPEECH, OTHER_SOUND, OTHER_SCENE)
-_MARKER = re.compile(r"\[\s*other\s+(speech|sound|scene)\s*\]")
-
-
-def normalise_markers(text: str) -> str:
-    """A word-level tokenizer decodes ``[other speech]`` as ``[ other speech ]``: close it up."""
-    return _MARKER.sub(lambda m: f"[other {m.group(1)}]", text)
-
-
-def is_marker(text: str) -> bool:
-    return normalise_markers(text).strip() in MARKERS
+from ..tasks import MARKERS, OTHER_SCENE, OTHER_SOUND, OTHER_SPEECH, is_marker, normalise_markers  # noqa: F401 - defined once, there
 
 
 # -- other speech ---------------------------------------------------------------------------------
