@@ -90,7 +90,8 @@ def score(out: Path, clips: list[Path], questions: dict | None = None) -> dict:
         cap_ok, cap_n = cap_ok + ok, cap_n + n
         bounds += metrics.boundary_errors([(u["start_ms"], u["end_ms"]) for u in truth["utterances"]],
                                           [(a, b) for a, b, _, _ in transcripts])
-        _score_answers(truth, _rows(con, out, "answers", path), answers, questions or {})
+        if questions:
+            _score_answers(truth, _rows(con, out, "answers", path), answers, questions)
     words = parts.pop("words")
     return {
         "clips": len(clips), "wer": sum(parts.values()) / max(words, 1),
@@ -106,8 +107,8 @@ def score(out: Path, clips: list[Path], questions: dict | None = None) -> dict:
 def _scene_answer(caption: str) -> str:
     """"which shapes are visible" from a scene's caption: colour and shape of each, first named first."""
     words = caption.split()
-    if words[0] == "a":
-        return f"{words[2]} {words[3]}"
+    if words[0] == "a":  # "a small red circle"
+        return " ".join(words[-2:])
     rel = 3 if words[2] == "above" else 4  # "red circle above blue square" / "red circle left of blue square"
     return f"{words[0]} {words[1]} and {words[rel]} {words[rel + 1]}"
 

@@ -291,7 +291,8 @@ def test_evaluate_scores_an_output_folder_and_says_what_the_word_errors_are(tmp_
     clip.write_bytes(b"")
     clip.with_suffix(".json").write_text(json.dumps({
         "duration_ms": 2000, "scenes": [{"start_ms": 0, "end_ms": 2000, "caption": "a red circle"}],
-        "utterances": [{"start_ms": 100, "end_ms": 1500, "speaker": "A", "text": "valve number nine at four"}]}))
+        "utterances": [{"start_ms": 100, "end_ms": 1500, "speaker": "A", "text": "valve number nine at four",
+                        "facts": {"findings": "none", "readings": "none"}}]}))
     src = tmp_path / "out" / "sources" / "c"
     src.mkdir(parents=True)
     tables = {
@@ -299,6 +300,9 @@ def test_evaluate_scores_an_output_folder_and_says_what_the_word_errors_are(tmp_
         "transcripts": {"source_id": ["c"], "start_ms": [140], "end_ms": [1400], "speaker": ["S1"], "text": ["number one at four six"]},
         "speakers": {"source_id": ["c"], "start_ms": [140], "end_ms": [1400], "speaker": ["S1"]},
         "captions": {"source_id": ["c", "c"], "frame_ms": [0, 1000], "text": ["a red circle", "a blue circle"]},
+        "answers": {"source_id": ["c"] * 4, "start_ms": [0, 1000, 140, 1700], "end_ms": [1000, 2000, 1400, 1900],
+                    "question": ["which shapes are visible"] * 2 + ["which components show a condition"] * 2,
+                    "text": ["red circle", "blue circle", "none", "valve nine"]},
     }
     for name, cols in tables.items():
         pq.write_table(pa.table(cols), src / f"{name}.parquet")
@@ -307,3 +311,11 @@ def test_evaluate_scores_an_output_folder_and_says_what_the_word_errors_are(tmp_
     assert got["wer_parts"] == pytest.approx({"substitutions": 0.2, "deletions": 0.2, "insertions": 0.2})
     assert got["confusions"] == {"nine -> one": 1}
     assert got["caption_exact"] == 0.5 and got["boundary_median_ms"] == 70.0  # |140-100| and |1400-1500|
+    questions = {"findings": {"text": "which components show a condition", "unit": "speech"},
+                 "readings": {"text": "what readings were taken", "unit": "speech"},
+                 "shapes": {"text": "which shapes are visible", "unit": "frame"}}
+    got = score(tmp_path / "out", [clip], questions)
+    # findings: the row over the utterance says "none", as the truth does (the later row lies outside it);
+    # readings: never answered; shapes: "a red circle" -> "red circle", one of two frames right
+    assert got["answers"] == {"findings": {"exact": 1.0, "asked": 1}, "readings": {"exact": 0.0, "asked": 1},
+                              "shapes": {"exact": 0.5, "asked": 2}}
