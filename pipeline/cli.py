@@ -292,10 +292,6 @@ def evaluate_cmd(output, model, n_clips, seed, sentences, synths, speech_dir, im
     click.echo(json.dumps(report, indent=1, default=str))
 
 
-if __name__ == "__main__":
-    main()
-
-
 @main.command(epilog="""\b
 Examples:
   onepass run clips/ -o out                           # then correct out/sources/*/*.parquet
@@ -357,3 +353,7 @@ def finetune(labelled, output, base, media, method, steps, batch, lr, heldout, w
     if not result["done"]:
         click.echo(f"stopped at step {result['step']} of {steps}: rerun the same command to go on", err=True)
     sys.exit(1 if problems or bad else 0)
+
+
+if __name__ == "__main__":  # after every command is defined
+    main()
