@@ -104,16 +104,9 @@ def score(out: Path, clips: list[Path], questions: dict | None = None) -> dict:
     }
 
 
-def _scene_answer(caption: str) -> str:
-    """"which shapes are visible" from a scene's caption: colour and shape of each, first named first."""
-    words = caption.split()
-    if words[0] == "a":  # "a small red circle"
-        return " ".join(words[-2:])
-    rel = 3 if words[2] == "above" else 4  # "red circle above blue square" / "red circle left of blue square"
-    return f"{words[0]} {words[1]} and {words[rel]} {words[rel + 1]}"
-
-
 def _score_answers(truth: dict, rows: list[tuple], tally: dict, questions: dict) -> None:
+    from onepass.model.training.grammar import caption_answer
+
     """Each truth utterance's speech-question answer: the answer row overlapping it most; each kept
     frame's "shapes" answer: the row of that frame. Exact text, as the generator states it."""
     for key, q in questions.items():
@@ -134,7 +127,7 @@ def _score_answers(truth: dict, rows: list[tuple], tally: dict, questions: dict)
                 if scene is None:
                     continue
                 right = tally.setdefault(key, [0, 0])
-                right[0] += text == _scene_answer(scene["caption"])
+                right[0] += text == caption_answer(scene["caption"])
                 right[1] += 1
 
 

@@ -20,6 +20,7 @@ from ..records import Window
 from ..runner import Runner
 from ..tasks import Prompts, parse_captions, parse_transcript
 from . import samples as S
+from .domain import NUMBER_WORDS
 
 __all__ = ["evaluate_short", "word_error_rate"]
 
@@ -139,7 +140,7 @@ def _generate(runner, items: list[dict], prompt: str, frame: bool = False) -> li
     return texts
 
 
-_NUMBER_WORDS = set(" ".join(__import__("onepass.model.training.domain", fromlist=["NUMBER_WORDS"]).NUMBER_WORDS).split())
+_NUMBER_WORDS = set(" ".join(NUMBER_WORDS).split())
 
 
 def _number_words_right(refs: list[str], hyps: list[str]) -> float | None:

@@ -27,7 +27,7 @@ import numpy as np
 from . import domain as D
 
 __all__ = ["Report", "report", "random_string", "utterance_text", "SPOKEN_WORDS", "FLAVOURS", "is_heldout_form",
-           "QUESTIONS", "NONE", "answer", "scene_answer"]
+           "QUESTIONS", "NONE", "answer", "scene_answer", "caption_answer"]
 
 FUNCTION_WORDS = "the a at on is has and number shows found priority it of".split()
 SPOKEN_WORDS = sorted(set(" ".join(D.NUMBER_WORDS).split()) | set(D.COMPONENTS) | set(D.CONDITIONS) | set(D.STATES)
@@ -253,4 +253,13 @@ def answer(rep: Report | None, key: str) -> str:
 
 def scene_answer(scene) -> str:
     """The truth for "which shapes are visible": colour and shape of each, left/upper first."""
-    return " and ".join(f"{s.colour} {s.kind}" for s in scene.shapes) if scene is not None else NONE
+    return caption_answer(scene.caption) if scene is not None else NONE
+
+
+def caption_answer(caption: str) -> str:
+    """The same from a domain caption ("a small red circle", "red circle left of blue square")."""
+    words = caption.split()
+    if words[0] == "a":
+        return " ".join(words[-2:])
+    second = 3 if words[2] == "above" else 4
+    return f"{words[0]} {words[1]} and {words[second]} {words[second + 1]}"

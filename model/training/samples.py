@@ -88,10 +88,13 @@ def cell_labels(scene: domain.Scene, patches, vocab: Vocab, min_cover: float = 0
     return out
 
 
-def render_cells(scene: domain.Scene, rng: np.random.Generator, vocab: Vocab):
-    img = domain.render(scene, rng=rng)
+def _noisy_patches(img: np.ndarray, rng: np.random.Generator):
     noise = rng.normal(0, rng.uniform(0, 3), img.shape)
-    patches = patchify(np.clip(img + noise, 0, 255).astype(np.uint8), BUDGET, video=True)
+    return patchify(np.clip(img + noise, 0, 255).astype(np.uint8), BUDGET, video=True)
+
+
+def render_cells(scene: domain.Scene, rng: np.random.Generator, vocab: Vocab):
+    patches = _noisy_patches(domain.render(scene, rng=rng), rng)
     return patches, cell_labels(scene, patches, vocab)
 
 
@@ -179,9 +182,7 @@ def frame_item(rng: np.random.Generator, builder, vocab: Vocab, kind: str | None
     if task is None:
         task = "shapes" if rng.random() < QUESTION_SHARE else "captions"
     if kind == "other":
-        scene, img = None, other.other_scene(rng)
-        noise = rng.normal(0, rng.uniform(0, 3), img.shape)
-        patches = patchify(np.clip(img + noise, 0, 255).astype(np.uint8), BUDGET, video=True)
+        scene, patches = None, _noisy_patches(other.other_scene(rng), rng)
         cells = np.full((patches.num_tokens, 3), vocab.blank, dtype=np.int64)
         caption = other.OTHER_SCENE
     else:
