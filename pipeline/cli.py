@@ -52,15 +52,20 @@ stay; its row says 'stopped'; a rerun does the rest).""")
 @click.option("--address", default=None, help="Join an existing Ray cluster instead of starting a local one.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
 @click.option("--quantize", type=click.Choice(["int8", "int4"]), default=None,
-              help="Weight-only quantization of the decoder's linear layers at load time (torchao: pip install 'onepass[quant]'). "
-                   "int8 halves the 12B's weights (about 12 GB): the 16 GB mode.")
+              help="Weight-only quantization of the decoder's linear layers (and on a CPU the token embedding), "
+                   "layer by layer as the checkpoint is read. The 12B in int8 runs on a CPU within 16 GB, int4 within 10 GB "
+                   "(README: the 16 GB mode). CUDA uses torchao: pip install 'onepass[quant]'.")
+@click.option("--threads", type=int, default=None,
+              help="CPU threads of the backbone when it runs on the CPU (default: every core of its node).")
+@click.option("--max-new-tokens", type=int, default=_DEFAULTS.max_new_tokens, show_default=True,
+              help="Most tokens the model writes per request (a caption, a transcript, an answer).")
 @click.option("--force", is_flag=True, help="Redo sources already committed.")
 @click.option("--timeout-s", "source_timeout_s", type=float, default=_DEFAULTS.source_timeout_s, show_default=True,
               help="Give up on a (non-live) source after this many seconds; it gets an error row.")
 @click.option("--stream-timeout-s", type=float, default=_DEFAULTS.stream_timeout_s, show_default=True,
               help="A live stream that delivers nothing for this long has ended (UDP has no end-of-stream).")
 def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_mode, workers, segment_minutes, batch_windows, patch_actors, address,
-        device, quantize, force, source_timeout_s, stream_timeout_s):
+        device, quantize, threads, max_new_tokens, force, source_timeout_s, stream_timeout_s):
     """Process INPUTS (files, folders, globs, stream URLs, - for stdin) into OUTPUT."""
     from .run import build_pipeline
 
@@ -68,13 +73,13 @@ def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_m
         cfg = RunConfig(output=output, model=model, tasks=tasks, questions=tuple(questions), fps=fps, budget=int(budget),
                         window_s=window_s, decode_mode=decode_mode, workers=workers, segment_s=round(segment_minutes * 60),
                         batch_windows=batch_windows,
-                        patch_actors=patch_actors, address=address, device=device, quantize=quantize, force=force,
-                        source_timeout_s=source_timeout_s, stream_timeout_s=stream_timeout_s)
-        if quantize:
+                        patch_actors=patch_actors, address=address, device=device, quantize=quantize, threads=threads,
+                        max_new_tokens=max_new_tokens, force=force, source_timeout_s=source_timeout_s, stream_timeout_s=stream_timeout_s)
+        if quantize and (device or "").startswith("cuda"):  # on a CPU onepass's own int8 / int4 modules serve
             import importlib.util
 
             if importlib.util.find_spec("torchao") is None:
-                raise ValueError(f"--quantize {quantize} needs torchao: pip install 'onepass[quant]'")
+                raise ValueError(f"--quantize {quantize} on {device} needs torchao: pip install 'onepass[quant]'")
         if model is not None:
             from onepass.model.meta import check_folder  # no torch in the driver
 

@@ -34,7 +34,8 @@ class RunConfig:
     force: bool = False
     device: str | None = None
     dtype: str | None = None
-    quantize: str | None = None  # weight-only int8 / int4 of the decoder's linear layers (torchao)
+    quantize: str | None = None  # weight-only int8 / int4 of the decoder's linear layers (model/quantize.py)
+    threads: int | None = None  # the backbone's torch threads on a CPU; None: every core of its node
     num_speakers: int | None = None
     source_timeout_s: float = 3600.0
     stream_timeout_s: float = 10.0  # a live stream that delivers nothing for this long has ended (UDP has no end)
@@ -60,6 +61,10 @@ class RunConfig:
             raise ValueError(f"--segment-minutes must be >= 0, got {self.segment_s / 60:g}")
         if self.quantize not in (None, "int8", "int4"):
             raise ValueError(f"--quantize must be int8 or int4, got {self.quantize!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {self.threads}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
         if not 0 < self.fps <= 30:
             raise ValueError(f"--fps must be in (0, 30], got {self.fps}")
 

@@ -314,6 +314,17 @@ class OperatorPools:
         return self.framers[next(self._audio_turn) % len(self.framers)].frame.remote(audio_ref)
 
 
+def backbone_threads(cfg: RunConfig, device) -> int:
+    """Torch threads of a backbone actor: on a CPU, ``--threads`` or every core of its node (Ray
+    reserves one CPU for the actor, but the model is where the run's time goes, and decode and the
+    pools mostly wait for it); on a GPU, the CPUs Ray assigned (the host side only feeds the card)."""
+    import os
+
+    if device.type == "cpu":
+        return cfg.threads or max(1, len(os.sched_getaffinity(0)))
+    return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+
+
 @ray.remote(max_restarts=2, max_task_retries=-1)
 class BackboneActor:
     """One per device, shared by all sources: batches windows through the runner. Windows arrive
@@ -326,14 +337,15 @@ class BackboneActor:
         self.tasks = cfg.task_set
         self.runner = None
         self.sessions = {}
+        self.stream_patches: dict[tuple[str, int], list] = {}  # live: each streamed frame's patches, by window
         if self.tasks != TaskSet(False, False, False):
             import torch
 
             from onepass.model.load import load_backbone
             from onepass.model.runner import Runner
 
-            torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
             self.backbone = load_backbone(cfg.model, device=cfg.device, dtype=cfg.dtype, quantize=cfg.quantize)
+            torch.set_num_threads(backbone_threads(cfg, self.backbone.device))
             self.runner = Runner(self.backbone, max_new_tokens=cfg.max_new_tokens)
 
     def analyse(self, specs: list[WindowSpec], layout: list[tuple[int, bool]], *arrays):
