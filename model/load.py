@@ -16,8 +16,10 @@ import torch
 
 from .meta import (ARCHITECTURE, DEFAULT_MODEL_DIR, MODEL_META, ModelLoadError, check_folder, model_noise_floor,  # noqa: F401 - re-exported
                    model_questions, model_units, model_window_s)
+from .quantize import QUANTIZE, quantize_decoder, quiet_torchao  # noqa: F401 - re-exported
 
 __all__ = ["Backbone", "ModelLoadError", "check_folder", "QUANTIZE", "quantize_decoder", "DEFAULT_MODEL_DIR", "MODEL_META", "load_backbone", "model_window_s", "pick_device_dtype"]
+
 
 @dataclass
 class Backbone:
@@ -43,7 +45,8 @@ class Backbone:
 
 
 def pick_device_dtype(device: str | None = None, dtype: str | None = None) -> tuple[torch.device, torch.dtype]:
-    """CUDA + bf16 when available, else CPU + float32; either can be overridden ("cpu", "bfloat16")."""
+    """CUDA + bf16 when available, else CPU + float32 (a CPU without a bf16 GEMM, as most x86 ones,
+    runs a bf16 prefill ~8x slower: model/quantize.py); either can be overridden ("cpu", "bfloat16")."""
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dtype:
         dt = getattr(torch, dtype) if isinstance(dtype, str) else dtype
@@ -59,52 +62,6 @@ ATTENTION = ("sdpa", "eager")  # "sdpa" (the default) equals "eager", the refere
 # 2.13's CPU inductor fails to compile its kernel, and it has had no GPU run here.
 
 
-QUANTIZE = ("int8", "int4")
-
-
-def _quiet_torchao() -> None:
-    """transformers imports torchao when it is installed; its import-time notices (kernels this build
-    lacks, torch's pytree deprecations) are not the user's business."""
-    import logging
-
-    for name in ("torchao", "torch.utils._pytree"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def quantize_decoder(model: torch.nn.Module, scheme: str, device: torch.device) -> int:
-    """Weight-only quantization of the decoder's linear layers in place (torchao), embedders and
-    the tied embedding / lm_head untouched; returns how many layers were quantized.
-
-    int8: per-channel int8 weights (``Int8WeightOnlyConfig``), CPU and CUDA.
-    int4: on CUDA, tinygemm's packed int4 with groups of 128 (``Int4WeightOnlyConfig``); on CPU,
-    groups of 32 held unpacked in int8 (``IntxWeightOnlyConfig``: the 4-bit accuracy, not its memory).
-    """
-    if scheme not in QUANTIZE:
-        raise ValueError(f"quantize must be one of {QUANTIZE}, got {scheme!r}")
-    _quiet_torchao()
-    try:
-        from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig, IntxWeightOnlyConfig, quantize_
-        from torchao.quantization.granularity import PerGroup
-    except ImportError as exc:
-        raise ImportError(f"--quantize {scheme} needs torchao: pip install 'onepass[quant]' ({exc})") from exc
-    if scheme == "int8":
-        config = Int8WeightOnlyConfig()
-    elif device.type == "cuda":
-        config = Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d")
-    else:
-        config = IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32))
-    picked = []
-
-    def decoder_linear(module, fqn: str) -> bool:
-        ok = isinstance(module, torch.nn.Linear) and ".language_model." in f".{fqn}" and "embed" not in fqn
-        if ok:
-            picked.append(fqn)
-        return ok
-
-    quantize_(model, config, filter_fn=decoder_linear)
-    return len(picked)
-
-
 def load_backbone(path: str | os.PathLike | None = None, *, device: str | None = None, dtype: str | None = None,
                   attention: str = "sdpa", quantize: str | None = None) -> Backbone:
     """Load the checkpoint at ``path`` (default: the bundled small model), with the attention
@@ -113,7 +70,7 @@ def load_backbone(path: str | os.PathLike | None = None, *, device: str | None =
         raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
     if quantize is not None and quantize not in QUANTIZE:
         raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
-    _quiet_torchao()
+    quiet_torchao()
     from transformers import AutoTokenizer, Gemma4UnifiedForConditionalGeneration
 
     path = Path(path) if path is not None else DEFAULT_MODEL_DIR
@@ -122,14 +79,20 @@ def load_backbone(path: str | os.PathLike | None = None, *, device: str | None =
     common = dict(local_files_only=True, trust_remote_code=False)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **common)
-        model = Gemma4UnifiedForConditionalGeneration.from_pretrained(
-            path, use_safetensors=True, dtype=dt, attn_implementation=attention, **common
-        )
-    except (OSError, ValueError) as exc:
+        if quantize:
+            # streamed: each decoder layer's weights quantized as they are read, on the target device
+            from transformers import AutoConfig
+
+            from .quantize import load_streamed
+
+            model = load_streamed(path, AutoConfig.from_pretrained(path, **common), dt, dev, quantize, attention)
+        else:
+            model = Gemma4UnifiedForConditionalGeneration.from_pretrained(
+                path, use_safetensors=True, dtype=dt, attn_implementation=attention, **common
+            )
+    except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(path, f"cannot load: {exc}") from exc
     model.to(dev).eval().requires_grad_(False)
-    if quantize:
-        quantize_decoder(model, quantize, dev)
     template_file = path / "chat_template.jinja"
     chat_template = template_file.read_text() if template_file.is_file() else tokenizer.chat_template
     if not chat_template:
