@@ -40,4 +40,5 @@ if __name__ == "__main__":
     subprocess.run(["onepass", "run", url, "-o", str(out), "--window-s", "10"], check=True)
     sender.join(timeout=10)
     subprocess.run(["onepass", "query", str(out), "SELECT source_id, status, windows FROM sources"], check=True)
+    subprocess.run(["onepass", "query", str(out), "SELECT frame_ms, text FROM captions ORDER BY frame_ms"], check=True)
     subprocess.run(["onepass", "query", str(out), "SELECT start_ms, end_ms, speaker, text FROM transcripts ORDER BY start_ms"], check=True)

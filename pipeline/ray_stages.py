@@ -364,14 +364,21 @@ class BackboneActor:
         key = (source_id, window_start_ms)
         if key not in self.sessions:
             self.sessions[key] = StreamSession(self.runner, window_start_ms, has_video=True, has_audio=has_audio)
+            self.stream_patches[key] = []
         self.sessions[key].add_frame(frame_ms, patches[0])
+        self.stream_patches[key].append((frame_ms, patches[0]))  # per-frame units (captions) ask each frame alone
 
     def stream_window(self, spec: WindowSpec, audio=None):
         """The live window's audio and tasks, on top of the frames already prefilled."""
         from onepass.model.analyse import analyse, analyse_streamed
 
-        window = spec.window((), audio)
-        session = self.sessions.pop((spec.source_id, spec.span.start_ms), None)
+        key = (spec.source_id, spec.span.start_ms)
+        streamed = dict(self.stream_patches.pop(key, []))
+        kept = tuple(t for t in spec.frame_ms if t in streamed)
+        window = spec.window(tuple(streamed[t] for t in kept), audio)
+        if kept != spec.frame_ms:  # a frame that never reached the backbone: the window holds the others
+            window = dataclasses.replace(window, frame_ms=kept)
+        session = self.sessions.pop(key, None)
         if self.runner is None:
             return analyse(None, [window], self.tasks)[0]
         return analyse_streamed(self.runner, session, window, self.tasks)

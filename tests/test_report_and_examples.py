@@ -1,5 +1,6 @@
 """The HTML report in a real browser, and the examples (run here so that they cannot rot)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -197,3 +198,10 @@ def test_examples_run(script, tmp_path):
 
     counts = [int(n) for n in re.findall(r"\((\d+) rows?\)", res.stdout)]
     assert counts and max(counts) >= 1, res.stdout[-2000:]  # the query printed rows, not "(0 rows)"
+    if script == "live_stream.py":  # live, the bundled model's per-frame captions: one row per kept frame, as a file run writes
+        import duckdb
+
+        frames = duckdb.connect().execute(
+            f"SELECT count(*), count(DISTINCT frame_ms) FROM read_parquet('{tmp_path / 'out'}/sources/*/captions.parquet')").fetchone()
+        seconds = float(json.loads((ROOT / "examples" / "clips" / "inspection_2.json").read_text())["duration_ms"]) / 1000
+        assert frames[0] == frames[1] >= int(seconds) - 1, (frames, seconds, res.stdout[-2000:])
