@@ -30,7 +30,7 @@ import itertools
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import av
@@ -186,7 +186,8 @@ class MediaReader:
             raise DecodeError(self.source, "is a directory, not a media file")
         try:
             timeout = None if open_timeout_s is None else (open_timeout_s, read_timeout_s)
-            return av.open(self.source, mode="r", options=options, timeout=timeout)
+            # a damaged tag must not make a playable file unreadable: undecodable metadata bytes are replaced
+            return av.open(self.source, mode="r", options=options, timeout=timeout, metadata_errors="replace")
         except av.FFmpegError as exc:
             raise DecodeError(self.source, f"cannot open: {exc.strerror or exc}") from exc
         except (OSError, UnicodeDecodeError) as exc:
@@ -241,16 +242,32 @@ class MediaReader:
         )
 
     def _check_limits(self) -> None:
+        """Refuse what no real recording has (a damaged header's claims, or a decompression bomb).
+        A stream out of bounds is dropped, with the reason in ``stats.errors`` (the source ends
+        partial), when the other stream is usable; with nothing left the file is refused."""
         info = self.info
-        if info.has_video:
-            if not info.width or not info.height:
-                raise DecodeError(self.source, "video stream has no frame size")
-            if info.width * info.height > MAX_PIXELS:
-                raise DecodeError(self.source, f"video frame {info.width}x{info.height} exceeds the {MAX_PIXELS}-pixel limit")
         if info.duration_ms is not None and info.duration_ms > MAX_DURATION_MS:
             raise DecodeError(self.source, f"claimed duration {info.duration_ms} ms exceeds the 48 h limit")
-        if info.has_audio and info.sample_rate_hz and not 1000 <= info.sample_rate_hz <= 768_000:
-            raise DecodeError(self.source, f"audio sample rate {info.sample_rate_hz} Hz is not plausible")
+        video_bad = audio_bad = None
+        if info.has_video:
+            if not info.width or not info.height:
+                video_bad = "video stream has no frame size"
+            elif info.width * info.height > MAX_PIXELS:
+                video_bad = f"video frame {info.width}x{info.height} exceeds the {MAX_PIXELS}-pixel limit"
+        if info.has_audio and info.sample_rate_hz is not None and not 1000 <= info.sample_rate_hz <= 768_000:
+            audio_bad = f"audio sample rate {info.sample_rate_hz} Hz is not plausible"
+        video_ok = info.has_video and not video_bad
+        audio_ok = info.has_audio and not audio_bad
+        if not (video_ok or audio_ok):
+            raise DecodeError(self.source, video_bad or audio_bad)
+        if video_bad:
+            self.stats.errors.append(f"{video_bad}: its video was not read")
+            self._video = None
+            self.info = replace(info, video_codec=None, width=None, height=None, avg_fps=None)
+        if audio_bad:
+            self.stats.errors.append(f"{audio_bad}: its audio was not read")
+            self._audio = None
+            self.info = replace(self.info, audio_codec=None, sample_rate_hz=None, channels=None)
 
     # -- streaming -------------------------------------------------------------------------
     def items(self) -> Iterator[VideoFrame | AudioChunk]:
@@ -435,6 +452,22 @@ class _FramePicker:
         return VideoFrame(frame_ms=frame_ms, index=k + skipped - 1, rgb=rgb)
 
 
+_SCALE = {"u8": (128.0, 128.0), "s16": (0.0, 32768.0), "s32": (0.0, 2.0**31), "s64": (0.0, 2.0**63)}
+
+
+def _mono(frame) -> av.AudioFrame:
+    """A frame of any channel count as one float channel (the mean), at the same rate."""
+    a = frame.to_ndarray()
+    n = frame.layout.nb_channels
+    if not frame.format.is_planar:
+        a = a.reshape(-1, n).T
+    offset, scale = _SCALE.get(frame.format.name.rstrip("p"), (0.0, 1.0))
+    mono = ((a.astype(np.float32) - offset) / scale).mean(axis=0, keepdims=True)
+    out = av.AudioFrame.from_ndarray(np.ascontiguousarray(mono, dtype=np.float32), format="flt", layout="mono")
+    out.sample_rate = frame.sample_rate
+    return out
+
+
 class _AudioOut:
     """Resamples to 16 kHz mono float32; chunk times count samples from the first pts."""
 
@@ -443,6 +476,8 @@ class _AudioOut:
         self.resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE_HZ)
         self.first_ms: int | None = None
         self.samples_out = 0
+        self._shape: tuple | None = None  # the (format, layout, rate) the resampler was set up for
+        self._downmix = False  # channels averaged here before resampling (a layout FFmpeg cannot mix)
 
     def _chunks(self, frames) -> Iterator[AudioChunk]:
         for out in frames:
@@ -458,7 +493,23 @@ class _AudioOut:
             pts_ms = ms_from_pts(frame.pts, frame.time_base) if frame.pts is not None else self.origin_ms
             self.first_ms = max(0, pts_ms - self.origin_ms)
         frame.pts = None  # the resampler need not reorder; we count samples ourselves
-        yield from self._chunks(self.resampler.resample(frame))
+        shape = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if shape != self._shape:  # a stream whose rate or layout changes midway (or a damaged
+            if self._shape is not None:  # header says so): drain, then resample from the new shape
+                yield from self._chunks(self.resampler.resample(None))
+                self.resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE_HZ)
+            self._shape = shape
+        if self._downmix:
+            frame = _mono(frame)
+        try:
+            yield from self._chunks(self.resampler.resample(frame))
+        except (av.FFmpegError, ValueError):
+            if self._downmix or frame.layout.nb_channels <= 2:
+                raise
+            # a channel count FFmpeg cannot lay out (9 unordered channels): average them ourselves
+            self._downmix = True
+            self.resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE_HZ)
+            yield from self._chunks(self.resampler.resample(_mono(frame)))
 
     def flush(self) -> Iterator[AudioChunk]:
         if self.first_ms is None:

@@ -147,4 +147,4 @@ def _broke_off(st: SourceState) -> str | None:
     reached = st.finished.decoded_ms if st.finished else None
     if stated and reached is not None and stated - reached > max(2000, stated // 20):
         errors.append(f"media ends at {reached / 1000:.1f} s of the {stated / 1000:.1f} s its header states (file cut short?)")
-    return "; ".join(errors) or None
+    return "; ".join(dict.fromkeys(errors)) or None  # a file's segments may each say the same

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import wave
 from fractions import Fraction
 from pathlib import Path
 
@@ -119,6 +120,20 @@ def build(root: Path, malformed_dir: Path) -> list[tuple[str, str]]:
     add(root / "broken_link.mp4", "error")
     (root / "folder.mp4").mkdir()
     add(root / "folder.mp4", "error")
+    # found by benchmarks/fuzz_inputs.py (issue 29): each crashed onepass where FFmpeg plays the file
+    tagged = root / "bad_utf8_tag.mp4"  # a metadata string that is not UTF-8 ("cannot open: 'utf-8' codec ...")
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-i", str(good), "-c", "copy", "-metadata", "title=onepassTITLE", str(tagged)], check=True)
+    tagged.write_bytes(tagged.read_bytes().replace(b"onepassTITLE", b"onepass\xc2\xffTLE"))
+    add(tagged, "ok")
+    with wave.open(str(root / "nine_channels.wav"), "wb") as w:  # a channel count FFmpeg has no layout for
+        w.setnchannels(9), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes((np.tile(tone(1.0)[:, None], (1, 9)) * 20000).astype("<i2").tobytes())
+    add(root / "nine_channels.wav", "ok")
+    rates = [_pcm(root / f"part_{r}.mp3", r, 1, "libmp3lame", 1.5, "mono") for r in (44100, 22050)]
+    (root / "rate_changes.mp3").write_bytes(b"".join(p.read_bytes() for p in rates))  # the resampler's setup changes midway
+    for p in rates:
+        p.unlink()
+    add(root / "rate_changes.mp3", "ok")
     for wav in sorted((malformed_dir / "malformed").glob("*.wav")):  # pocketsphinx's malformed WAVs
         add(wav, "either")
     return cases
