@@ -44,6 +44,19 @@ def pytest_runtest_makereport(item, call):
     """Only GPU tests may skip: any other skip is a failure (a skipped test proves nothing)."""
     outcome = yield
     report = outcome.get_result()
-    if report.skipped and item.get_closest_marker("gpu") is None and not hasattr(report, "wasxfail"):
+    if hasattr(report, "wasxfail"):  # xfailed or xpassed: a test expected to fail proves nothing
+        report.outcome = "failed"
+        report.longrepr = f"xfail is not allowed here (fix the test or the code): {report.wasxfail}"
+    elif report.skipped and item.get_closest_marker("gpu") is None:
         report.outcome = "failed"
         report.longrepr = f"skipped, but only GPU tests may skip: {report.longrepr}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A module that skips itself at import (a module-level ``pytest.importorskip``) fails too."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"{collector.nodeid}: skipped at import, but only GPU tests may skip: {report.longrepr}"

@@ -99,20 +99,29 @@ def test_streaming_prefill_equals_one_shot(reference):
     assert np.abs(chunk_logits[0].numpy() - ref_logits).max() < 1e-5
 
 
-def _ids(runner, windows, tasks, n=8):
-    """Generated token ids [window][task], as Runner.generate makes them (shared prefill, forks)."""
+def _decode(runner, windows, tasks, n=8):
+    """([window][task] generated ids, [window][task] first-token logits, [window][task] mean
+    log-probability of the chosen tokens), as Runner.generate makes them (shared prefill, forks)."""
     import copy
 
     from onepass.model.runner import _Batch
 
     batch = runner.prefill(windows)
-    out = [[] for _ in windows]
+    ids, logits, scores = ([[] for _ in windows] for _ in range(3))
     for task in tasks:
         fork = _Batch(copy.deepcopy(batch.cache), batch.attn, batch.types)
         first = runner.append_text(fork, runner.prompts.suffix(task, True, True))
-        for i, ids in enumerate(runner.greedy(fork, first, max_new_tokens=n)):
-            out[i].append(ids)
-    return out
+        chosen, score = runner.greedy_scored(fork, first.clone(), max_new_tokens=n)
+        for i in range(len(windows)):
+            ids[i].append(chosen[i])
+            logits[i].append(first[i].float())
+            scores[i].append(score[i])
+    return ids, logits, scores
+
+
+def _ids(runner, windows, tasks, n=8):
+    """Generated token ids [window][task]."""
+    return _decode(runner, windows, tasks, n)[0]
 
 
 def test_a_padded_batch_gives_each_window_its_own_answer(reference):
@@ -121,9 +130,15 @@ def test_a_padded_batch_gives_each_window_its_own_answer(reference):
     full = reference_window(meta, z)
     short = Window("b", Span(0, 2000), full.frame_ms[:2], full.patches[:2], full.audio[:50], 0)
     tasks = ["describe the video", "transcribe this audio"]
-    together = _ids(runner, [full, short], tasks)
-    alone = [_ids(runner, [w], tasks)[0] for w in (full, short)]
-    assert together == alone
+    together, t_logits, t_scores = _decode(runner, [full, short], tasks)
+    alone = [_decode(runner, [w], tasks) for w in (full, short)]
+    assert together == [a[0][0] for a in alone]
+    # not only the argmax: padding that leaked into attention would move the logits and the
+    # chosen tokens' log-probabilities without flipping a greedy choice
+    for i, (_, a_logits, a_scores) in enumerate(alone):
+        for task in range(len(tasks)):
+            torch.testing.assert_close(t_logits[i][task], a_logits[0][task], atol=1e-4, rtol=1e-4)
+            assert t_scores[i][task] == pytest.approx(a_scores[0][task], abs=1e-4)
     assert together[0] != together[1]  # two different windows: not one answer copied
     assert runner.stats.prefill_tokens > 0
 

@@ -61,13 +61,13 @@ def test_audio_cases_are_exact(golden, fixtures_dir):
 @pytest.mark.parametrize("budget", BUDGETS)
 def test_grid_never_exceeds_budget(budget):
     rng = np.random.default_rng(budget)
-    for _ in range(200):
-        h, w = (int(x) for x in rng.integers(1, 5000, size=2))
-        try:
-            gh, gw = grid_size(h, w, budget)
-        except ValueError:
-            continue
-        assert gh % 48 == 0 and gw % 48 == 0 and (gh // 48) * (gw // 48) <= budget
+    sizes = [(1, 1), (1, 4999), (4999, 1), (48, 48), (4999, 4999)] + [tuple(int(x) for x in rng.integers(1, 5000, size=2)) for _ in range(200)]
+    for h, w in sizes:  # every image with pixels gets a grid (no draw may be skipped)
+        gh, gw = grid_size(h, w, budget)
+        assert gh >= 48 and gw >= 48 and gh % 48 == 0 and gw % 48 == 0 and (gh // 48) * (gw // 48) <= budget, (h, w, gh, gw)
+    for bad in [(0, 10, budget), (10, 0, budget), (10, 10, budget + 1)]:
+        with pytest.raises(ValueError):
+            grid_size(*bad)
 
 
 def test_patchify_rejects_bad_input():

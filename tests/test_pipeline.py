@@ -121,13 +121,29 @@ def test_query_is_read_only(run_once, tmp_path):
 
 
 def test_query_reads_nothing_outside_its_output_folder(run_once, tmp_path):
+    import duckdb
+
+    from onepass.pipeline.writers import connect
+
     out, *_ = run_once
     secret = tmp_path / "secret.csv"
     secret.write_text("password\nhunter2\n")
     for sql in [f"SELECT * FROM read_text('{secret}')", f"SELECT * FROM read_csv('{secret}')", "SELECT * FROM read_text('/etc/hostname')",
-                f"SELECT * FROM read_parquet('{out}/../**/*.parquet')", "SELECT current_setting('enable_external_access') AS x FROM (SET enable_external_access = true)"]:
+                f"SELECT * FROM read_parquet('{out}/../**/*.parquet')"]:
         res = CliRunner().invoke(main, ["query", str(out), sql])
-        assert res.exit_code == 2 and "hunter2" not in res.output, (sql, res.output)
+        # refused for the reason that matters (not any exit 2: a typo would pass that)
+        assert res.exit_code == 2 and "Permission Error" in res.output and "hunter2" not in res.output, (sql, res.output)
+    res = CliRunner().invoke(main, ["query", str(out), "SET enable_external_access = true"])
+    assert res.exit_code == 2 and "one SELECT" in res.output, res.output
+    # the connection's settings are locked: nothing run on it can lift them
+    con = connect(out)
+    for sql in ["SET enable_external_access = true", f"SET allowed_directories = ['{tmp_path}']", "SET lock_configuration = false",
+                "RESET lock_configuration", "RESET enable_external_access"]:
+        with pytest.raises(duckdb.Error, match="locked"):
+            con.execute(sql)
+    with pytest.raises(duckdb.PermissionException):
+        con.execute(f"SELECT * FROM read_text('{secret}')").fetchall()
+    assert con.execute("SELECT count(*) FROM sources").fetchone()[0] >= 1
     # what is inside still reads, and -o files are written by onepass, not through SQL
     res = CliRunner().invoke(main, ["query", str(out), "SELECT count(*) AS n FROM sources", "-o", str(tmp_path / "n.csv")])
     assert res.exit_code == 0 and (tmp_path / "n.csv").read_text().splitlines()[0] == '"n"'

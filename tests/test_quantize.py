@@ -41,8 +41,9 @@ def test_int8_agrees_with_the_unquantized_model_on_the_bundled_clips():
     assert isinstance(model.model.language_model.embed_tokens, Int8TiedEmbedding) and model.lm_head.qweight is model.model.language_model.embed_tokens.qweight
     assert type(model.model.embed_audio.embedding_projection) is torch.nn.Linear  # embedders are not
     assert len(caps) >= 20 and len(segs) >= 2
-    share = row_agreement(caps + segs, qcaps + qsegs)
-    assert share >= 0.9, (share, caps, qcaps, segs, qsegs)
+    # each table on its own (pooled, the ~4x more caption rows would hide transcript rows that differ)
+    assert row_agreement(caps, qcaps) >= 0.9, (caps, qcaps)
+    assert row_agreement(segs, qsegs) >= 0.9, (segs, qsegs)
 
 
 def test_int4_runs_on_cpu_and_the_switch_is_checked():

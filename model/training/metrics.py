@@ -95,8 +95,10 @@ def boundary_errors(truth: list[tuple[int, int]], segments: list[tuple[int, int]
 
 
 def row_agreement(ref: list, other: list) -> float:
-    """The share of ``ref``'s rows (hashable tuples) found in ``other``, each matched once
-    (quantized vs unquantized output: the same row, times and text)."""
+    """Rows (hashable tuples) that ``ref`` and ``other`` share, each matched once, over the larger
+    of the two counts (quantized vs unquantized output: the same row, times and text). A row
+    missing from ``other`` and a row only ``other`` has both cost; 1.0 only when they are equal
+    as multisets."""
     pool: dict = {}
     for row in other:
         pool[row] = pool.get(row, 0) + 1
@@ -105,4 +107,4 @@ def row_agreement(ref: list, other: list) -> float:
         if pool.get(row, 0):
             pool[row] -= 1
             hit += 1
-    return hit / max(len(ref), 1)
+    return hit / max(len(ref), len(other), 1)
