@@ -142,24 +142,28 @@ ACTORS = ("ray::AudioFrameActor", "ray::PatchifyActor", "ray::BackboneActor")
 
 
 def test_a_worker_node_killed_mid_run_loses_nothing(inputs, local, cluster, tmp_path, tiny_model):
-    """Last of the tests on the shared cluster: it kills one of its nodes. The node killed is one that decodes; of those, one that also hosts an operator pool or the
-    backbone actor if there is one within 3 s (calls to an actor on a node that died but is not yet
-    declared dead fail at once, over and over: they must wait for its restart elsewhere)."""
+    """Last of the tests on the shared cluster: it kills one of its nodes, mid-run (a source is
+    being decoded), and the node killed hosts an operator pool or the backbone actor: its actor
+    must be restarted elsewhere (calls to an actor on a node that died but is not yet declared
+    dead fail at once, over and over: they must wait for its restart). Of such nodes, one that
+    also decodes at that moment if there is one within 3 s."""
     out = tmp_path / "out"
     proc = onepass(inputs, out, tiny_model, "--address", cluster.address, env=cluster.env)
     deadline, victim, first_seen = time.time() + 300, None, None
     while time.time() < deadline and proc.poll() is None:
         runs = [[title(c) for c in children(w["raylet_pid"])] for w in cluster.workers]
         decoding = [k for k, r in enumerate(runs) if "ray::decode_source" in r]
-        hosting = [k for k in decoding if any(t.startswith(ACTORS) for t in runs[k])]
+        hosting = [k for k, r in enumerate(runs) if any(t.startswith(ACTORS) for t in r)]
+        both = [k for k in hosting if k in decoding]
         if decoding and first_seen is None:
             first_seen = time.time()
-        if hosting or (decoding and time.time() - first_seen > 3):
-            victim = (hosting or decoding)[0]
+        if both or (hosting and decoding and time.time() - first_seen > 3):
+            victim = (both or hosting)[0]
             break
         time.sleep(0.01)
-    assert victim is not None, "no decode task ran on a worker node"
+    assert victim is not None, "no worker node hosted an actor while a source was decoded"
     on_it = sorted(t for t in runs[victim] if t.startswith(("ray::decode", *ACTORS)))
+    assert any(t.startswith(ACTORS) for t in on_it), on_it  # an actor dies with the node
     cluster.kill(victim)  # the node's raylet and every worker process on it, at once, while it decodes
     log = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, f"killed node {victim} running {on_it}\n{log}"

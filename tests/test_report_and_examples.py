@@ -152,7 +152,7 @@ def test_report_pages_work_in_a_real_browser(report_run, tmp_path):
         line.click()
         t = page.eval_on_selector("#audio", "a => a.currentTime")
         assert start / 1000 <= t < start / 1000 + 0.5 and int(page.input_value("#scrubber")) == start
-        page.wait_for_timeout(300)
+        page.wait_for_function("() => { const a = document.getElementById('audio'); return a.error !== null || a.duration > 19 }", timeout=30000)
         assert page.eval_on_selector("#audio", "a => a.error === null && a.duration > 19")
         # 4. answers listed with the filter for flagged windows
         n_answers = page.locator(".answer").count()

@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import grpc  # grpcio is a test dependency
 from conftest import tool
@@ -61,9 +62,21 @@ def test_local_run_listens_on_loopback_only_and_every_port_wants_the_token():
         found = {}
         for line in out.splitlines():
             m = re.search(r"\s(\S+):(\d+)\s+\S+\s+users:\(\(\"([^\"]+)\",pid=(\d+)", line)
-            if m:
+            if m and ours_(int(m.group(4))):
                 found[(m.group(1), int(m.group(2)))] = m.group(3)
         return found
+
+    def ours_(pid: int) -> bool:
+        """Started by this test (Ray's processes descend from it): another Ray on the machine,
+        with its own token, is not this one's business."""
+        while pid > 1:
+            if pid == os.getpid():
+                return True
+            try:
+                pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                return False
+        return False
 
     before = listeners()
     start_ray(None)
@@ -71,8 +84,15 @@ def test_local_run_listens_on_loopback_only_and_every_port_wants_the_token():
         token = os.environ["RAY_AUTH_TOKEN"]
         assert os.environ["RAY_AUTH_MODE"] == "token"
         assert ray.util.get_node_ip_address() == "127.0.0.1"
-        time.sleep(2.0)  # the agents open their ports after ray.init returns
+        # the agents open their ports after ray.init returns: wait for every port the node reports
+        node = ray.nodes()[0]
+        expected = {node[k] for k in ("NodeManagerPort", "ObjectManagerPort", "RuntimeEnvAgentPort", "MetricsAgentPort",
+                                      "DashboardAgentListenPort", "MetricsExportPort") if node.get(k, -1) > 0}
+        deadline = time.time() + 60
+        while not expected <= {port for _, port in listeners()} and time.time() < deadline:
+            time.sleep(0.05)
         listening = listeners()
+        assert expected <= {port for _, port in listening}, (expected, listening)
         # every socket that started listening with Ray, whatever its process calls itself
         ours = [(addr, port, name) for (addr, port), name in listening.items() if (addr, port) not in before]
         assert len(ours) >= 3, listening
