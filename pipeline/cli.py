@@ -59,13 +59,17 @@ stay; its row says 'stopped'; a rerun does the rest).""")
               help="CPU threads of the backbone when it runs on the CPU (default: every core of its node).")
 @click.option("--max-new-tokens", type=int, default=_DEFAULTS.max_new_tokens, show_default=True,
               help="Most tokens the model writes per request (a caption, a transcript, an answer).")
+@click.option("--telemetry", type=click.Path(exists=True, path_type=str), default=None,
+              help="Positions for the rows (latitude, longitude, altitude_m): a telemetry sidecar for every file (a DJI-style "
+                   ".SRT or a CSV time_ms,latitude,longitude[,altitude_m]), or a folder of <clip>.srt|.csv. "
+                   "Default: <clip>.srt / <clip>.csv beside each video, if there is one.")
 @click.option("--force", is_flag=True, help="Redo sources already committed.")
 @click.option("--timeout-s", "source_timeout_s", type=float, default=_DEFAULTS.source_timeout_s, show_default=True,
               help="Give up on a (non-live) source after this many seconds; it gets an error row.")
 @click.option("--stream-timeout-s", type=float, default=_DEFAULTS.stream_timeout_s, show_default=True,
               help="A live stream that delivers nothing for this long has ended (UDP has no end-of-stream).")
 def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_mode, workers, segment_minutes, batch_windows, patch_actors, address,
-        device, quantize, threads, max_new_tokens, force, source_timeout_s, stream_timeout_s):
+        device, quantize, threads, max_new_tokens, telemetry, force, source_timeout_s, stream_timeout_s):
     """Process INPUTS (files, folders, globs, stream URLs, - for stdin) into OUTPUT."""
     from .run import build_pipeline
 
@@ -74,7 +78,8 @@ def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_m
                         window_s=window_s, decode_mode=decode_mode, workers=workers, segment_s=round(segment_minutes * 60),
                         batch_windows=batch_windows,
                         patch_actors=patch_actors, address=address, device=device, quantize=quantize, threads=threads,
-                        max_new_tokens=max_new_tokens, force=force, source_timeout_s=source_timeout_s, stream_timeout_s=stream_timeout_s)
+                        max_new_tokens=max_new_tokens, force=force, source_timeout_s=source_timeout_s, stream_timeout_s=stream_timeout_s,
+                        telemetry=telemetry)
         if quantize and (device or "").startswith("cuda"):  # on a CPU onepass's own int8 / int4 modules serve
             import importlib.util
 
@@ -101,6 +106,8 @@ def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_m
         click.echo(f"{str(loc)[:48]:48s} FAILED: {why}")
     for loc, why in summary.partial:
         click.echo(f"{str(loc)[:48]:48s} PARTIAL (rows up to where it broke off are kept): {why}")
+    for loc, why in summary.warnings:
+        click.echo(f"warning: {loc}: {why}")
     for sid in summary.stopped:
         click.echo(f"{sid:48s} stopped (live stream ended by Ctrl-C; its committed windows are kept)")
     if summary.interrupted:
@@ -218,11 +225,14 @@ def _format_table(columns: list[str], rows: list[tuple], max_width: int = 60) ->
 
 @main.command()
 @click.argument("output", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["srt", "vtt", "rttm"]), required=True)
+@click.option("--format", "fmt", type=click.Choice(["srt", "vtt", "rttm", "geojson"]), required=True,
+              help="srt / vtt: transcripts; rttm: speaker turns; geojson: every caption, transcript and answer row "
+                   "with a position (telemetry), as points, and the caption positions as the track.")
 @click.option("--source", "source_id", default=None, help="Only this source id (default: every source, one file each).")
 @click.option("-o", "--out-dir", type=click.Path(path_type=Path), default=None, help="Folder for the files (default: OUTPUT/export).")
 def export(output, fmt, source_id, out_dir):
-    """Subtitles (SRT, WebVTT with speaker voice tags) from transcripts, or RTTM from speaker turns."""
+    """Subtitles (SRT, WebVTT with speaker voice tags) from transcripts, RTTM from speaker turns, or
+    GeoJSON of every row with a position."""
     from .writers import WRITERS, connect
 
     con = connect(output)
@@ -234,10 +244,13 @@ def export(output, fmt, source_id, out_dir):
         ids = [source_id]
     out_dir = out_dir or output / "export"
     out_dir.mkdir(parents=True, exist_ok=True)
+    tables = ("captions", "transcripts", "answers") if fmt == "geojson" else (table,)
     for sid in ids:
-        cur = con.execute(f"SELECT * FROM {table} WHERE source_id = ? ORDER BY start_ms", [sid])
-        cols = [d[0] for d in cur.description]
-        rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        rows = []
+        for t in tables:
+            cur = con.execute(f"SELECT * FROM {t} WHERE source_id = ? ORDER BY start_ms", [sid])
+            cols = [d[0] for d in cur.description]
+            rows += [{**dict(zip(cols, r)), "table": t} for r in cur.fetchall()]
         path = out_dir / f"{sid}.{WRITERS[fmt].extension}"
         with open(path, "w", encoding="utf-8") as f:
             WRITERS[fmt].write(rows, f)
@@ -251,7 +264,10 @@ Example:
 @click.option("--source", "source_id", default=None, help="Only this source id.")
 @click.option("-o", "--out-dir", type=click.Path(path_type=Path), default=None, help="Folder for the pages (default: OUTPUT/report).")
 @click.option("--fps", type=float, default=_DEFAULTS.fps, show_default=True, help="The run's --fps (which frames were kept).")
-def report(output, source_id, out_dir, fps):
+@click.option("--pdf", is_flag=True, help="Also report.pdf to hand over: a cover with the run's figures, every finding with its frame, "
+                                          "time, position and remark, then a page per source. Printed offline by the system Chromium "
+                                          "through Playwright (pip install 'onepass[pdf]'; apt-get install chromium).")
+def report(output, source_id, out_dir, fps, pdf):
     """Offline pages to work in: per source a time scrubber over every kept frame with its caption, the
     transcript (each line plays its audio) and speaker turns under the cursor, answers with a filter for
     flagged windows; an index with per-source figures, a search over everything said, seen and answered,
@@ -259,7 +275,7 @@ def report(output, source_id, out_dir, fps):
     from .report import write_reports
 
     try:
-        pages = write_reports(output, out_dir or output / "report", source_id, fps=fps)
+        pages = write_reports(output, out_dir or output / "report", source_id, fps=fps, pdf=pdf)
     except KeyError as exc:
         raise click.UsageError(f"no source {exc}") from exc
     click.echo(str(pages[0]))

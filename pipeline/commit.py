@@ -12,7 +12,8 @@ from onepass.model.speakers import assign_speakers
 
 from .config import RunConfig
 from .messages import Finished, Opened
-from .sources import Source, content_fingerprint
+from .sources import Source, source_fingerprint
+from .telemetry import add_positions, load_track
 from .writers import commit_source, result_rows, source_row
 
 __all__ = ["SourceState", "RunSummary", "Progress", "Committer"]
@@ -55,6 +56,7 @@ class RunSummary:
     terminated: bool = False  # it was SIGTERM
     throughput: str = ""
     live_latency_s: list[float] = field(default_factory=list)  # per live second: decoded -> rows committed
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (location, what): rows kept, something to know
 
     @property
     def exit_code(self) -> int:
@@ -83,29 +85,35 @@ class Committer:
         self.config_fp = cfg.fingerprint()
         self.speakers = model_speakers(cfg.model)  # the checkpoint's clustering settings (onepass.json)
 
-    def _row(self, st: SourceState, status: str, windows: int) -> dict:
+    def _row(self, st: SourceState, status: str, windows: int, sidecar=None, note: str | None = None) -> dict:
         s = st.source
         return source_row(
             s.id, s.location, st.opened.info if st.opened else None, status=status, error=st.error, windows=windows,
             corrupt_packets=st.finished.corrupt_packets if st.finished else 0,
-            content_fingerprint=None if s.is_stream else content_fingerprint(s.location),
+            content_fingerprint=None if s.is_stream else source_fingerprint(s.location, self.cfg.telemetry),
             config_fingerprint=self.config_fp, model=str(self.cfg.model or "default"),
-            decode_node=st.node, decode_segments=st.segments)
+            decode_node=st.node, decode_segments=st.segments,
+            telemetry=None if sidecar is None else str(sidecar), telemetry_note=note)
 
     def source(self, st: SourceState) -> None:
         """A source's folder, atomically: all its rows (files) or its final source row (live)."""
         sid, cfg = st.source.id, self.cfg
         results = sorted(st.results, key=lambda r: r.span)
         rows: dict[str, list[dict]] = {}
+        sidecar = note = None
         if st.error is None and not st.source.is_stream:
             turns = assign_speakers([r for res in results for r in res.speech], num_speakers=cfg.num_speakers,
                                     **self.speakers) if cfg.task_set.diarization else []
             rows = result_rows(sid, results, turns)
+            track, sidecar, note = load_track(st.source.location, cfg.telemetry)
+            add_positions(rows, track)
+            if note:
+                self.summary.warnings.append((st.source.location, note))
         broke_off = None if st.error or st.source.is_stream else _broke_off(st)
         if broke_off:
             st.error = broke_off
         windows = st.live_windows if st.source.is_stream else len(results)
-        rows["sources"] = [self._row(st, "partial" if broke_off else "error" if st.error else "ok", windows)]
+        rows["sources"] = [self._row(st, "partial" if broke_off else "error" if st.error else "ok", windows, sidecar, note)]
         commit_source(cfg.output, sid, rows)
         if broke_off:
             self.summary.partial.append((st.source.location, broke_off))

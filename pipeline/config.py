@@ -37,6 +37,7 @@ class RunConfig:
     quantize: str | None = None  # weight-only int8 / int4 of the decoder's linear layers (model/quantize.py)
     threads: int | None = None  # the backbone's torch threads on a CPU; None: every core of its node
     num_speakers: int | None = None
+    telemetry: str | None = None  # a telemetry sidecar for every file, or a folder of <stem>.srt|.csv (pipeline/telemetry.py)
     source_timeout_s: float = 3600.0
     stream_timeout_s: float = 10.0  # a live stream that delivers nothing for this long has ended (UDP has no end)
     task_set: object = field(init=False, repr=False, compare=False, default=None)  # the parsed tasks (model.tasks.TaskSet)

@@ -34,15 +34,13 @@ from pathlib import Path
 from onepass.operators.audio import RATE_HZ
 from onepass.operators.spans import ms_to_clock_tenths
 
-from onepass.model.tasks import UNSUPPORTED, is_marker
-
-from .writers import connect
+from .telemetry import EDGE_MS, MAX_GAP_MS
+from .writers import connect, is_flagged
 
 __all__ = ["write_reports", "is_flagged"]
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 THUMB_PX = 320  # longest side of a frame JPEG
-_NOT_FLAGGED = {"", "none", "no", "nothing", "n/a", "na", "no defects", "nothing visible", "none visible"}
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:20px;color:#222;background:#fafafa}
@@ -68,6 +66,10 @@ table{border-collapse:collapse;font-size:13px} td,th{padding:3px 10px;text-align
 .answer img{width:120px} .answer.flagged{border-left:5px solid #e6550d}
 .low{opacity:.6} .lowtag{font-size:11px;color:#b35806;border:1px solid #b35806;border-radius:3px;padding:0 3px;margin-left:4px}
 #results div{padding:2px 0}
+.finding{display:flex;gap:10px;align-items:flex-start;padding:6px;background:#fff;margin:4px 0;border-left:5px solid #e6550d}
+.finding img{width:160px} .pos{font-family:monospace;color:#555;font-size:12px}
+#track{border:1px solid #ccc;background:#fff} #track .path{fill:none;stroke:#1a5fb4;stroke-width:2}
+#track .here{fill:#e6550d;stroke:#fff;stroke-width:2} #track .mark{fill:#e6550d;opacity:.6}
 """
 
 SOURCE_SCRIPT = """
@@ -87,6 +89,13 @@ function seek(t){
     l.classList.toggle('current',on);if(on&&!cur)cur=l;});
   if(cur)cur.scrollIntoView({block:'nearest'});
   document.querySelectorAll('.turn').forEach(u=>u.classList.toggle('current',+u.dataset.start<=t&&t<+u.dataset.end));
+  const here=$('here');
+  if(here){let p=null;const T=D.track;
+    for(let i=0;i<T.length;i++){if(T[i][0]<=t){const n=T[i+1];
+      p=(n&&n[0]-T[i][0]<=D.max_gap_ms)?[T[i][1]+(n[1]-T[i][1])*(t-T[i][0])/(n[0]-T[i][0]),T[i][2]+(n[2]-T[i][2])*(t-T[i][0])/(n[0]-T[i][0])]
+        :(t-T[i][0]<=D.edge_ms?[T[i][1],T[i][2]]:null);}else break;}
+    here.style.display=p?'':'none';if(p){here.setAttribute('cx',p[0].toFixed(1));here.setAttribute('cy',p[1].toFixed(1));}
+    here.dataset.ms=t;}
 }
 function play(start,end){
   const a=$('audio');seek(start);if(!a)return;
@@ -97,6 +106,7 @@ window.addEventListener('DOMContentLoaded',()=>{
   document.querySelectorAll('#transcript .line').forEach(l=>l.addEventListener('click',()=>play(+l.dataset.start,+l.dataset.end)));
   document.querySelectorAll('.turn').forEach(u=>u.addEventListener('click',()=>seek(+u.dataset.start)));
   document.querySelectorAll('.strip img,.answer img').forEach(i=>i.addEventListener('click',()=>seek(+i.dataset.ms)));
+  document.querySelectorAll('.finding').forEach(x=>x.addEventListener('click',()=>seek(+x.dataset.start)));
   const a=$('audio');
   if(a)a.addEventListener('timeupdate',()=>{if(a.dataset.stopAt&&a.currentTime>=+a.dataset.stopAt)a.pause();});
   const only=$('only-flagged');
@@ -121,13 +131,6 @@ function search(q){
 }
 window.addEventListener('DOMContentLoaded',()=>{document.getElementById('search').addEventListener('input',e=>search(e.target.value));});
 """
-
-
-def is_flagged(answer: str) -> bool:
-    """An answer that says something (not empty, not 'none'/'no'..., not a marker of media
-    outside the model's domain, not an unsupported question): a moment to look at."""
-    text = answer.strip().lower().strip(".!")
-    return text not in _NOT_FLAGGED and text != UNSUPPORTED and not is_marker(text)
 
 
 # A row whose text the model generated with a mean token log-probability under this is shown as
@@ -244,12 +247,24 @@ def _source_page(con, src: dict, out_dir: Path, fps: float) -> tuple[str, dict]:
     badge = f"<span class='badge {e(status)}'>{e(status)}</span>"
     note = {"live": "a live stream: the windows committed so far", "stopped": "a live stream stopped by Ctrl-C: every committed window"}.get(status, "")
 
+    positioned = con.execute("SELECT start_ms, latitude, longitude FROM captions WHERE source_id = ? UNION ALL "
+                             "SELECT start_ms, latitude, longitude FROM transcripts WHERE source_id = ?", [sid, sid]).fetchall()
+    track_html, track = _track_svg(positioned)
+    findings = _findings(con, sid)
+
+    def thumb(f):
+        ms = f["frame_ms"]
+        return rel + frames_on_disk[ms] if ms in frames_on_disk else None
+
+    data = {"duration_ms": duration, "frames": frames, "track": track, "max_gap_ms": MAX_GAP_MS, "edge_ms": EDGE_MS}
     p = [f"<!doctype html><html><head><meta charset='utf-8'><title>onepass: {e(sid)}</title><style>{CSS}</style>",
-         f"<script type='application/json' id='data'>{_json({'duration_ms': duration, 'frames': frames})}</script>",
+         f"<script type='application/json' id='data'>{_json(data)}</script>",
          f"<script>{SOURCE_SCRIPT}</script></head><body>",
          f"<p><a href='index.html'>&larr; all sources</a></p><h1>{e(Path(src['path']).name)}{badge}</h1>",
          f"<p class='muted'>{e(note)}</p>" if note else "",
-         f"<p class='error'>{e(src['error'])}</p>" if src.get("error") else ""]
+         f"<p class='error'>{e(src['error'])}</p>" if src.get("error") else "",
+         f"<p class='muted'>{e(src['telemetry_note'])}</p>" if src.get("telemetry_note") else "",
+         f"<h2>Findings ({len(findings)})</h2><div id='findings'>{_findings_html(findings, thumb)}</div>" if findings or answers else ""]
     first = frames[0] if frames else None
     p.append("<div id='stage'><div id='view'>"
              f"<img id='frame' alt='kept frame' src='{e(first['img'] or '') if first else ''}'>"
@@ -266,6 +281,7 @@ def _source_page(con, src: dict, out_dir: Path, fps: float) -> tuple[str, dict]:
         f"<div class='line{' low' if is_low(conf) else ''}' data-start='{a}' data-end='{b}' style='border-color:{colour.get(s, '#999')}'>"
         f"<span class='time'>{_clock(a)}&ndash;{_clock(b)}</span><b>{e(s or '')}</b> {e(text)}{_low_tag(conf)}</div>"
         for a, b, s, text, conf in transcript_rows) + "</div></div>")
+    p.append(track_html)
     p.append(f"<h2>Kept frames ({len(frames)})</h2><div class='strip' id='strip'>" + "".join(
         f"<img loading='lazy' data-ms='{f['ms']}' src='{e(f['img'])}' title='{_clock(f['ms'])} {e(f['caption'])}'>"
         for f in frames if f["img"]) + "</div>")
@@ -273,7 +289,72 @@ def _source_page(con, src: dict, out_dir: Path, fps: float) -> tuple[str, dict]:
     hidden = {"content_fingerprint", "config_fingerprint"}  # every other column of the sources row, in table order
     p.append("<h2>Metadata</h2><table id='metadata'>" + "".join(
         f"<tr><td>{k}</td><td>{e(str(v))}</td></tr>" for k, v in src.items() if v is not None and k not in hidden) + "</table></body></html>")
-    return "".join(p), {**_summary(captions, transcript, turns, answers, speakers), "answer_rows": answer_rows}
+    thumbs = {f["start_ms"]: thumb(f) for f in findings}
+    return "".join(p), {**_summary(captions, transcript, turns, answers, speakers), "answer_rows": answer_rows,
+                        "findings": findings, "thumbs": thumbs, "transcript": transcript_rows, "track_html": track_html}
+
+
+def _findings(con, sid: str | None = None) -> list[dict]:
+    """The ``findings`` view's rows (one source's, or all), in time order."""
+    where, args = ("WHERE source_id = ?", [sid]) if sid is not None else ("", [])
+    cur = con.execute(f"SELECT * FROM findings {where} ORDER BY path, start_ms", args)
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def _position(f: dict) -> str:
+    if f.get("latitude") is None:
+        return ""
+    alt = f" {f['altitude_m']:.1f} m" if f.get("altitude_m") is not None else ""
+    return f"{f['latitude']:.6f}, {f['longitude']:.6f}{alt}"
+
+
+def _findings_html(findings: list[dict], thumb, link=None) -> str:
+    """Findings, each with its frame (``thumb(finding)``: an image path or None), time, position,
+    question, finding and what was said meanwhile; ``link(finding)``: a page to open at it."""
+    e = html.escape
+    if not findings:
+        return "<p class='muted'>none</p>"
+    p = []
+    for f in findings:
+        img = thumb(f)
+        where = f"<a href='{e(link(f))}'>{e(Path(f['path']).name)} {_clock(f['start_ms'])}</a>" if link else \
+            f"<span class='time'>{_clock(f['start_ms'])}&ndash;{_clock(f['end_ms'])}</span>"
+        p.append(f"<div class='finding' data-start='{f['start_ms']}'>" + (f"<img src='{e(img)}' data-ms='{f['frame_ms']}'>" if img else "") +
+                 f"<div>{where} <span class='pos'>{e(_position(f))}</span><br><b>{e(f['finding'])}</b> <i>({e(f['question'])})</i>"
+                 f"{_low_tag(f.get('confidence'))}" + (f"<br><span class='muted'>said: {e(f['remark'])}</span>" if f.get("remark") else "") +
+                 "</div></div>")
+    return "".join(p)
+
+
+def _track_svg(rows: list[tuple]) -> tuple[str, list]:
+    """An inline SVG of the positions (ms, latitude, longitude) in time order (equirectangular,
+    north up; no map tiles: offline), and the track in its coordinates for the script."""
+    import math
+
+    pts = sorted({(ms, lat, lon) for ms, lat, lon in rows if lat is not None and lon is not None})
+    if len(pts) < 2:
+        return "", []
+    lat0 = sum(p[1] for p in pts) / len(pts)
+    k = math.cos(math.radians(lat0))
+    xs, ys = [p[2] * k for p in pts], [-p[1] for p in pts]
+    w, h, pad = 480, 240, 14
+    span = max(max(xs) - min(xs), (max(ys) - min(ys)) * w / h, 1e-9)
+    scale = (w - 2 * pad) / span
+    track = [[ms, round(pad + (x - min(xs)) * scale, 1), round(pad + (y - min(ys)) * scale, 1)] for (ms, _, _), x, y in zip(pts, xs, ys)]
+    segments, cur = [], [track[0]]
+    for a, b in zip(track, track[1:]):  # a gap in the fixes is a gap in the line
+        if b[0] - a[0] > MAX_GAP_MS:
+            segments.append(cur)
+            cur = []
+        cur.append(b)
+    segments.append(cur)
+    height = max(2 * pad, int(max(t[2] for t in track) + pad))
+    lines = "".join(f"<polyline class='path' points='{' '.join(f'{x},{y}' for _, x, y in s)}'/>" for s in segments if len(s) > 1)
+    dots = "".join(f"<circle class='mark' r='2' cx='{s[0][1]}' cy='{s[0][2]}'/>" for s in segments if len(s) == 1)
+    return (f"<h2>Track</h2><svg id='track' width='{w}' height='{height}' viewBox='0 0 {w} {height}'>{lines}{dots}"
+            f"<circle id='here' class='here' r='6' cx='{track[0][1]}' cy='{track[0][2]}'/></svg>"
+            f"<div class='muted'>{pts[0][1]:.5f}, {pts[0][2]:.5f} &rarr; {pts[-1][1]:.5f}, {pts[-1][2]:.5f} (north up)</div>"), track
 
 
 def _answers_html(answers: list[tuple], frames: list[dict]) -> str:
@@ -324,21 +405,105 @@ def _index(sources: list[dict], extra: dict[str, dict]) -> str:
                     f"<td>{fig.get('flagged', 0)} / {fig.get('answers', 0)}</td><td class='error'>{e(s.get('error') or '')}</td></tr>")
         name = Path(s["path"]).name
         search += [{**r, "source_id": sid, "name": name} for r in x["search"]]
-    flagged = [(s, a, q, t) for s in sources for a, _, q, t in extra.get(s["source_id"], {}).get("answers", []) if is_flagged(t)]
-    flag_html = "".join(f"<div><a href='{e(s['source_id'])}.html#t={a}'>{e(Path(s['path']).name)} {_clock(a)}</a> <i>{e(q)}</i> {e(t)}</div>"
-                        for s, a, q, t in flagged) or "<p class='muted'>none</p>"
+    findings = [f for s in sources for f in extra.get(s["source_id"], {}).get("findings", [])]
+    thumb = lambda f: extra[f["source_id"]]["thumbs"].get(f["start_ms"])  # noqa: E731
+    flag_html = _findings_html(findings, thumb, link=lambda f: f"{f['source_id']}.html#t={f['start_ms']}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>onepass results</title><style>{CSS}</style>"
             f"<script type='application/json' id='data'>{_json({'rows': search})}</script><script>{INDEX_SCRIPT}</script></head><body>"
             f"<h1>onepass results: {len(sources)} sources</h1>"
+            f"<h2>Findings ({len(findings)})</h2><div id='flagged'>{flag_html}</div>"
             "<p><input type='search' id='search' size='40' placeholder='search what was said, seen and answered'></p><div id='results'></div>"
             "<table id='sources'><tr><th>source</th><th>status</th><th>duration</th><th>windows</th><th>words</th><th>speakers</th>"
             f"<th>talk time</th><th>flagged</th><th>error</th></tr>{''.join(rows)}</table>"
-            f"<h2>Flagged moments ({len(flagged)})</h2><div id='flagged'>{flag_html}</div>"
             "<p class='muted'>answers.csv beside this page lists every answer for a work-order system.</p></body></html>")
 
 
-def write_reports(output: Path, out_dir: Path, source_id: str | None = None, fps: float = 1.0) -> list[Path]:
-    """The index, one page per source (or only ``source_id``'s), their media folders and answers.csv."""
+PRINT_CSS = """
+@page{size:A4;margin:14mm}
+body{font-family:system-ui,sans-serif;color:#222;font-size:11px;margin:0}
+h1{font-size:20px;margin:0 0 8px} h2{font-size:14px;margin:14px 0 6px} .muted{color:#666}
+table{border-collapse:collapse;width:100%} td,th{padding:2px 6px;text-align:left;border-bottom:1px solid #ddd;vertical-align:top}
+.page{break-before:page} .finding{display:flex;gap:8px;padding:4px 0;border-bottom:1px solid #ddd;break-inside:avoid}
+.finding img{width:150px} .pos{font-family:monospace;color:#555} .time{font-family:monospace;color:#555;margin-right:6px}
+.line{break-inside:avoid} .error{color:#b00}
+"""
+
+
+def _print_html(sources: list[dict], extra: dict[str, dict]) -> str:
+    """One document to print: a cover with the run's figures, every finding with its frame, time,
+    position and remark, then a page per source (figures, findings, transcript)."""
+    e = html.escape
+    figs = [extra.get(s["source_id"], {}).get("figures", {}) for s in sources]
+    findings = [f for s in sources for f in extra.get(s["source_id"], {}).get("findings", [])]
+    thumb = lambda f: extra[f["source_id"]]["thumbs"].get(f["start_ms"])  # noqa: E731
+    status = {}
+    for s in sources:
+        status[s["status"]] = status.get(s["status"], 0) + 1
+    processed = sorted(str(s["processed_at"])[:16] for s in sources if s.get("processed_at"))
+    cover = [("sources", ", ".join(f"{n} {k}" for k, n in sorted(status.items()))),
+             ("media", _clock(sum(s.get("duration_ms") or 0 for s in sources))),
+             ("windows", sum(s.get("windows") or 0 for s in sources)),
+             ("words transcribed", sum(f.get("words", 0) for f in figs)),
+             ("findings", f"{len(findings)} (of {sum(f.get('answers', 0) for f in figs)} answers)"),
+             ("with positions", sum(1 for s in sources if s.get("telemetry"))),
+             ("model", ", ".join(sorted({str(s.get("model")) for s in sources}))),
+             ("processed", f"{processed[0]} .. {processed[-1]} UTC" if processed else "")]
+    p = [f"<!doctype html><html><head><meta charset='utf-8'><title>onepass report</title><style>{PRINT_CSS}</style></head><body>",
+         "<h1>onepass inspection report</h1><table id='cover'>" + "".join(f"<tr><th>{k}</th><td>{e(str(v))}</td></tr>" for k, v in cover) + "</table>",
+         f"<h2>Findings ({len(findings)})</h2>",
+         _findings_html(findings, thumb, link=lambda f: f"{f['source_id']}.html#t={f['start_ms']}")]
+    for s in sources:
+        x = extra.get(s["source_id"], {})
+        fig = x.get("figures", {})
+        talk = ", ".join(f"{k} {v / 1000:.0f} s" for k, v in sorted(fig.get("talk_ms", {}).items()))
+        p.append(f"<div class='page'><h1>{e(Path(s['path']).name)}</h1><table>"
+                 f"<tr><th>status</th><td>{e(s['status'])}</td></tr><tr><th>duration</th><td>{_clock(s.get('duration_ms'))}</td></tr>"
+                 f"<tr><th>windows</th><td>{s.get('windows') or 0}</td></tr><tr><th>words</th><td>{fig.get('words', 0)}</td></tr>"
+                 f"<tr><th>talk time</th><td>{e(talk)}</td></tr><tr><th>telemetry</th><td>{e(s.get('telemetry') or 'none')}</td></tr>"
+                 + (f"<tr><th>error</th><td class='error'>{e(s['error'])}</td></tr>" if s.get("error") else "") + "</table>")
+        own = x.get("findings", [])
+        p.append(f"<h2>Findings ({len(own)})</h2>" + _findings_html(own, thumb))
+        lines = x.get("transcript", [])
+        p.append(f"<h2>Transcript ({len(lines)} lines)</h2>" + "".join(
+            f"<div class='line'><span class='time'>{_clock(a)}&ndash;{_clock(b)}</span><b>{e(sp or '')}</b> {e(t)}</div>"
+            for a, b, sp, t, _ in lines) + "</div>")
+    return "".join(p) + "</body></html>"
+
+
+def chromium_path() -> str:
+    """The system Chromium that prints the PDF (ONEPASS_CHROMIUM, else chromium on PATH)."""
+    import os
+    import shutil
+
+    for name in filter(None, (os.environ.get("ONEPASS_CHROMIUM"), "chromium", "chromium-browser", "google-chrome", "google-chrome-stable")):
+        path = shutil.which(name)
+        if path:
+            return path
+    raise RuntimeError("onepass report --pdf prints with a Chromium browser: apt-get install chromium (or set ONEPASS_CHROMIUM to one)")
+
+
+def print_pdf(page: Path, pdf: Path) -> Path:
+    """Print an HTML page to PDF with the system Chromium through Playwright (offline: the page
+    and its images are local files)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        raise RuntimeError("onepass report --pdf needs Playwright (it drives the system Chromium; no browser download): "
+                           "pip install 'onepass[pdf]'") from exc
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        try:
+            tab = browser.new_page()
+            tab.goto(page.resolve().as_uri(), wait_until="load")
+            tab.pdf(path=str(pdf), format="A4", print_background=True, margin={"top": "14mm", "bottom": "14mm", "left": "12mm", "right": "12mm"})
+        finally:
+            browser.close()
+    return pdf
+
+
+def write_reports(output: Path, out_dir: Path, source_id: str | None = None, fps: float = 1.0, pdf: bool = False) -> list[Path]:
+    """The index, one page per source (or only ``source_id``'s), their media folders and answers.csv;
+    with ``pdf``, report.pdf printed from report_print.html (cover, findings, a page per source)."""
     con = connect(output)
     cur = con.execute("SELECT * FROM sources ORDER BY path")
     cols = [d[0] for d in cur.description]
@@ -362,4 +527,9 @@ def write_reports(output: Path, out_dir: Path, source_id: str | None = None, fps
                 w.writerow([src["source_id"], src["path"], a, b, q, t, is_flagged(t), "" if conf is None else conf, is_low(conf)])
     index = out_dir / "index.html"
     index.write_text(_index(sources, extra), encoding="utf-8")
+    if pdf:
+        printed = [s for s in sources if s["source_id"] in extra]
+        page = out_dir / "report_print.html"
+        page.write_text(_print_html(printed, extra), encoding="utf-8")
+        written.append(print_pdf(page, out_dir / "report.pdf"))
     return [index, *written]

@@ -19,7 +19,7 @@ from .batcher import Batcher, LostWindows
 from .commit import Committer, Progress, RunSummary, SourceState
 from .config import RunConfig
 from .messages import Closed, Failed, Fed, Finished, LiveFrame, Opened, Restart, WindowRefs
-from .sources import Source, _safe_id, content_fingerprint, expand_inputs
+from .sources import Source, _safe_id, expand_inputs, source_fingerprint
 from .writers import read_committed
 
 __all__ = ["build_pipeline", "Pipeline", "RunSummary", "Progress"]
@@ -41,7 +41,7 @@ class Pipeline:
         for s in sources:
             row = None if (self.cfg.force or s.is_stream) else read_committed(self.cfg.output, s.id)
             if row and row["status"] == "ok" and row["config_fingerprint"] == self.config_fp \
-                    and row["content_fingerprint"] == content_fingerprint(s.location):
+                    and row["content_fingerprint"] == source_fingerprint(s.location, self.cfg.telemetry):
                 skip.append(s)
             else:
                 todo.append(s)

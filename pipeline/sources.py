@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .config import MEDIA_EXTENSIONS, STREAM_SCHEMES
 
-__all__ = ["Source", "expand_inputs", "content_fingerprint", "stdin_fifo"]
+__all__ = ["Source", "expand_inputs", "content_fingerprint", "source_fingerprint", "stdin_fifo"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,15 @@ def content_fingerprint(location: str) -> str:
     except OSError:
         return "unreadable"
     return h.hexdigest()[:16]
+
+
+def source_fingerprint(location: str, telemetry: str | None = None) -> str:
+    """What a rerun compares to skip a committed file: its content, and its telemetry sidecar's
+    (adding, changing or removing the sidecar redoes the file)."""
+    from .telemetry import find_sidecar, sidecar_fingerprint
+
+    sidecar = find_sidecar(location, telemetry)
+    return content_fingerprint(location) + (f"+{sidecar_fingerprint(sidecar)}" if sidecar else "")
 
 
 def stdin_fifo() -> str:

@@ -1,10 +1,10 @@
 """Results on disk: one folder per source, committed atomically, one glob per table.
 
     OUT/sources/<source_id>/source.parquet        1 row  (id, path, size, duration_ms, codecs, fps, status, error, ...)
-    OUT/sources/<source_id>/captions.parquet      (source_id, start_ms, end_ms, frame_ms, text, confidence)
-    OUT/sources/<source_id>/transcripts.parquet   (source_id, start_ms, end_ms, speaker, text, confidence)
+    OUT/sources/<source_id>/captions.parquet      (source_id, start_ms, end_ms, frame_ms, text, confidence, latitude, longitude, altitude_m)
+    OUT/sources/<source_id>/transcripts.parquet   (source_id, start_ms, end_ms, speaker, text, confidence, latitude, longitude, altitude_m)
     OUT/sources/<source_id>/speakers.parquet      (source_id, start_ms, end_ms, speaker)
-    OUT/sources/<source_id>/answers.parquet       (source_id, start_ms, end_ms, question, text, confidence, supported)
+    OUT/sources/<source_id>/answers.parquet       (source_id, start_ms, end_ms, question, text, confidence, supported, latitude, longitude, altitude_m)
 
 A source's folder is written under a temporary name beside its target and renamed into place,
 so a reader sees all of a source's rows or none; every table file exists (maybe empty) so
@@ -24,8 +24,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["SCHEMAS", "TABLES", "source_row", "result_rows", "commit_source", "read_committed", "connect", "WRITERS"]
+__all__ = ["SCHEMAS", "TABLES", "source_row", "result_rows", "commit_source", "read_committed", "connect", "WRITERS", "is_flagged"]
 
+POSITION = [("latitude", pa.float64()), ("longitude", pa.float64()), ("altitude_m", pa.float64())]
 SCHEMAS: dict[str, pa.Schema] = {
     "sources": pa.schema([
         ("source_id", pa.string()), ("path", pa.string()), ("size_bytes", pa.int64()),
@@ -37,19 +38,23 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("model", pa.string()), ("processed_at", pa.timestamp("ms")),  # UTC (naive: readers need no tz database)
         ("decode_node", pa.string()),  # the Ray node id that decoded the source (its first segment's)
         ("decode_segments", pa.int32()),  # decode tasks that cut its windows side by side (1: one pass)
+        ("telemetry", pa.string()),  # the telemetry sidecar its positions came from (pipeline/telemetry.py), or null
+        ("telemetry_note", pa.string()),  # what was wrong with that sidecar (ignored, lines skipped, gaps), or null
     ]),
     # confidence: mean token log-probability of the generated text a row came from (Whisper's
     # avg_logprob; 0 is certain, lower is less sure); null where no text was generated
+    # latitude, longitude (WGS84 degrees), altitude_m: where the row starts, from a telemetry
+    # sidecar (pipeline/telemetry.py); null without one, in a gap of the track or outside it
     "captions": pa.schema([("source_id", pa.string()), ("start_ms", pa.int64()), ("end_ms", pa.int64()),
-                           ("frame_ms", pa.int64()), ("text", pa.string()), ("confidence", pa.float64())]),
+                           ("frame_ms", pa.int64()), ("text", pa.string()), ("confidence", pa.float64()), *POSITION]),
     "transcripts": pa.schema([("source_id", pa.string()), ("start_ms", pa.int64()), ("end_ms", pa.int64()),
-                              ("speaker", pa.string()), ("text", pa.string()), ("confidence", pa.float64())]),
+                              ("speaker", pa.string()), ("text", pa.string()), ("confidence", pa.float64()), *POSITION]),
     "speakers": pa.schema([("source_id", pa.string()), ("start_ms", pa.int64()), ("end_ms", pa.int64()),
                            ("speaker", pa.string())]),
     # supported: false where the checkpoint does not answer the question (text "[unsupported question]")
     "answers": pa.schema([("source_id", pa.string()), ("start_ms", pa.int64()), ("end_ms", pa.int64()),
                           ("question", pa.string()), ("text", pa.string()), ("confidence", pa.float64()),
-                          ("supported", pa.bool_())]),
+                          ("supported", pa.bool_()), *POSITION]),
 }
 TABLES = tuple(SCHEMAS)
 FILE_OF = {"sources": "source.parquet", **{t: f"{t}.parquet" for t in TABLES if t != "sources"}}
@@ -57,7 +62,8 @@ FILE_OF = {"sources": "source.parquet", **{t: f"{t}.parquet" for t in TABLES if 
 
 def source_row(source_id: str, path: str, info, *, status: str, error: str | None, windows: int,
                corrupt_packets: int = 0, content_fingerprint: str | None = None, config_fingerprint: str,
-               model: str, decode_node: str | None = None, decode_segments: int | None = None) -> dict:
+               model: str, decode_node: str | None = None, decode_segments: int | None = None,
+               telemetry: str | None = None, telemetry_note: str | None = None) -> dict:
     """The one mapping from a source's header (operators.decode.SourceInfo, or None when it never
     opened) and its outcome to its ``sources`` row."""
     return dict(
@@ -69,7 +75,7 @@ def source_row(source_id: str, path: str, info, *, status: str, error: str | Non
         status=status, error=error, windows=windows, corrupt_packets=corrupt_packets,
         content_fingerprint=content_fingerprint, config_fingerprint=config_fingerprint, model=model,
         processed_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None), decode_node=decode_node,
-        decode_segments=decode_segments,
+        decode_segments=decode_segments, telemetry=telemetry, telemetry_note=telemetry_note,
     )
 
 
@@ -98,8 +104,43 @@ def table_glob(out: Path, table: str) -> str:
     return str(Path(out) / "sources" / "*" / FILE_OF[table])
 
 
+_NOT_FLAGGED = {"", "none", "no", "nothing", "n/a", "na", "no defects", "nothing visible", "none visible"}
+
+
+def is_flagged(answer: str | None) -> bool:
+    """An answer that says something (not empty, not 'none'/'no'..., not a marker of media
+    outside the model's domain, not an unsupported question): a finding, a moment to look at.
+    The one rule: the report, answers.csv and the ``findings`` view all use it."""
+    from onepass.model.tasks import UNSUPPORTED, is_marker
+
+    text = (answer or "").strip().lower().strip(".!")
+    return text not in _NOT_FLAGGED and text != UNSUPPORTED and not is_marker(text)
+
+
+_DUCK_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.float64(): "DOUBLE",
+               pa.bool_(): "BOOLEAN", pa.timestamp("ms"): "TIMESTAMP"}
+
+# Every flagged answer with its moment: the kept frame shown when it starts (the last at or before
+# its start, else its first), where it was, and what was said while it lasted (the transcript lines
+# overlapping it, with their speakers). One row per finding; query it like a table.
+FINDINGS_SQL = """
+CREATE VIEW findings AS
+SELECT a.source_id, s.path, a.start_ms, a.end_ms, a.question, a.text AS finding, a.confidence,
+       coalesce((SELECT max(c.frame_ms) FROM captions c WHERE c.source_id = a.source_id AND c.frame_ms <= a.start_ms),
+                (SELECT min(c.frame_ms) FROM captions c WHERE c.source_id = a.source_id AND c.frame_ms < a.end_ms)) AS frame_ms,
+       (SELECT string_agg(DISTINCT t.speaker, ', ' ORDER BY t.speaker) FROM transcripts t
+         WHERE t.source_id = a.source_id AND t.start_ms < a.end_ms AND t.end_ms > a.start_ms) AS speaker,
+       (SELECT string_agg(coalesce(t.speaker || ': ', '') || t.text, ' / ' ORDER BY t.start_ms) FROM transcripts t
+         WHERE t.source_id = a.source_id AND t.start_ms < a.end_ms AND t.end_ms > a.start_ms) AS remark,
+       a.latitude, a.longitude, a.altitude_m
+FROM answers a JOIN sources s USING (source_id)
+WHERE onepass_is_flagged(a.text)
+"""
+
+
 def connect(out: Path):
-    """A DuckDB connection with one view per table over OUT, confined to OUT: it reads nothing
+    """A DuckDB connection with one view per table over OUT (every column of today's schema, null
+    where older files lack it) and the ``findings`` view, confined to OUT: it reads nothing
     outside the output folder (no read_text('/etc/...')) and writes nowhere; the settings are
     locked so that SQL cannot lift them."""
     import duckdb
@@ -107,7 +148,15 @@ def connect(out: Path):
     con = duckdb.connect(":memory:")
     for table in TABLES:
         glob = table_glob(out, table).replace("'", "''")
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{glob}', union_by_name=true)")
+        source = f"read_parquet('{glob}', union_by_name=true)"
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM {source}")
+        have = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+        missing = [f for f in SCHEMAS[table] if f.name not in have]
+        if missing:  # results written before a column existed
+            extra = ", ".join(f"NULL::{_DUCK_TYPES[f.type]} AS {f.name}" for f in missing)
+            con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT *, {extra} FROM {source}")
+    con.create_function("onepass_is_flagged", is_flagged, ["VARCHAR"], "BOOLEAN", null_handling="special")
+    con.execute(FINDINGS_SQL)
     folder = str(Path(out).resolve()).replace("'", "''")
     con.execute(f"SET allowed_directories = ['{folder}']")
     con.execute("SET enable_external_access = false")
@@ -196,4 +245,38 @@ class RTTMWriter(SubtitleWriter):
             file.write(f"SPEAKER {r['source_id']} 1 {r['start_ms'] / 1000:.3f} {dur:.3f} <NA> <NA> {r['speaker']} <NA> <NA>\n")
 
 
-WRITERS: dict[str, SubtitleWriter] = {w.extension: w for w in (SRTWriter(), VTTWriter(), RTTMWriter())}
+class GeoJSONWriter(SubtitleWriter):
+    """Every row with a position as a GeoJSON point (RFC 7946: [longitude, latitude, altitude]),
+    with its table, time, text, speaker or question; the caption rows' positions in time order
+    also make the source's track (a LineString). Rows carry a ``table`` key."""
+
+    extension = "geojson"
+
+    def write(self, rows, file):
+        import json
+
+        def coords(r):
+            c = [r["longitude"], r["latitude"]]
+            return c + [r["altitude_m"]] if r.get("altitude_m") is not None else c
+
+        placed = [r for r in rows if r.get("latitude") is not None and r.get("longitude") is not None]
+        features = []
+        track = [coords(r) for r in sorted((r for r in placed if r["table"] == "captions"), key=lambda r: r["start_ms"])]
+        if len(track) >= 2:
+            features.append({"type": "Feature", "geometry": {"type": "LineString", "coordinates": track},
+                             "properties": {"kind": "track", "source_id": placed[0]["source_id"]}})
+        for r in sorted(placed, key=lambda r: (r["start_ms"], r["table"])):
+            props = {"kind": r["table"], "source_id": r["source_id"], "start_ms": r["start_ms"], "end_ms": r["end_ms"],
+                     "time": _clock(r["start_ms"], "."), "text": r.get("text")}
+            if r["table"] == "transcripts":
+                props["speaker"] = r.get("speaker")
+            if r["table"] == "answers":
+                props["question"], props["flagged"] = r.get("question"), is_flagged(r.get("text"))
+            if r["table"] == "captions":
+                props["frame_ms"] = r.get("frame_ms")
+            features.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": coords(r)}, "properties": props})
+        json.dump({"type": "FeatureCollection", "features": features}, file, ensure_ascii=False, indent=1)
+        file.write("\n")
+
+
+WRITERS: dict[str, SubtitleWriter] = {w.extension: w for w in (SRTWriter(), VTTWriter(), RTTMWriter(), GeoJSONWriter())}

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 sys.path.insert(0, str(Path(__file__).parent))  # tests/synth.py, tests/helpers_model.py
 
-TOOLS = {"ffmpeg": "ffmpeg", "ffprobe": "ffmpeg", "chromium": "chromium", "ss": "iproute2"}
+TOOLS = {"ffmpeg": "ffmpeg", "ffprobe": "ffmpeg", "chromium": "chromium", "ss": "iproute2", "pdftotext": "poppler-utils"}
 
 
 def tool(name: str) -> str:

@@ -120,3 +120,25 @@ def load_16k(path) -> np.ndarray:
             out += [o.to_ndarray().reshape(-1) for o in resampler.resample(frame)]
     out += [o.to_ndarray().reshape(-1) for o in resampler.resample(None)]
     return np.concatenate(out).astype(np.float32)
+
+
+def track_position(t_ms: int) -> tuple[float, float, float]:
+    """A drone's straight flight: latitude, longitude, absolute altitude at ``t_ms``."""
+    return 47.3775 + 1e-5 * t_ms / 1000, 8.5416 + 2e-5 * t_ms / 1000, 500.0 + 0.5 * t_ms / 1000
+
+
+def write_dji_srt(path: Path, duration_ms: int, step_ms: int = 100, skip: tuple[int, int] | None = None) -> Path:
+    """A DJI-style telemetry subtitle file (FrameCnt, DiffTime, [latitude: ...] [longitude: ...]
+    [rel_alt: ... abs_alt: ...]) along :func:`track_position`, one cue every ``step_ms``; cues in
+    ``skip`` = (from_ms, to_ms) are left out (a GPS outage)."""
+    cues = []
+    for k, t in enumerate(range(0, duration_ms, step_ms)):
+        if skip and skip[0] <= t < skip[1]:
+            continue
+        lat, lon, alt = track_position(t)
+        clock = lambda ms: f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"  # noqa: E731
+        cues.append(f"{k + 1}\n{clock(t)} --> {clock(t + step_ms)}\n<font size=\"28\">FrameCnt: {k + 1}, DiffTime: {step_ms}ms\n"
+                    f"2026-05-20 14:01:02.{t % 1000:03d}\n[iso: 100] [shutter: 1/1000.0] [fnum: 2.8] [ev: 0] [latitude: {lat:.6f}] "
+                    f"[longitude: {lon:.6f}] [rel_alt: {alt - 450:.3f} abs_alt: {alt:.3f}] </font>\n")
+    path.write_text("\n".join(cues), encoding="utf-8")
+    return path
