@@ -336,9 +336,10 @@ UNREADABLE = re.compile(r"Traceback|\b[A-Z][A-Za-z]*(Error|Exception)\b|codec ca
                         r"NoneType|not subscriptable|unsupported operand|division by zero|object is not|unexpected keyword")
 
 
-# onepass's stated input limits (README, "Bad input"): a header claiming a sample rate outside
-# 1-768 kHz, a frame over the pixel limit or a duration over 48 h is refused even where FFmpeg would
-# decode it (a 3 Hz WAV of 96 kB is nine hours of audio: an amplification, not a recording)
+# onepass's stated input limits (README, "Bad input"): a stream whose header claims a sample rate
+# outside 1-768 kHz or a frame over the pixel limit is not read, even where FFmpeg would decode it
+# (a 3 Hz WAV of 96 kB is nine hours of audio: an amplification, not a recording); the source is
+# partial with the reason. A duration claimed over 48 h is ignored.
 STATED_LIMIT = re.compile(r"is not plausible|-pixel limit|48 h limit")
 
 
@@ -380,7 +381,7 @@ class Report:
     by_status: dict = field(default_factory=dict)
     by_container: dict = field(default_factory=dict)
     violations: list = field(default_factory=list)
-    refused_by_limit: list = field(default_factory=list)  # error rows of files ffmpeg decodes, by a stated limit
+    refused_by_limit: list = field(default_factory=list)  # partial rows: a stream left unread by a stated limit
     messages: dict = field(default_factory=dict)  # error reason (numbers stripped) -> count
     batches: int = 0
     wall_s: float = 0.0
@@ -456,10 +457,9 @@ def run_batch(seeds: dict[str, bytes], seed: int, indices: list[int], work: Path
             if not readable(error):
                 violation("unreadable", f"{path} ({what}): {error!r}", i)
         if status == "error" and ffmpeg_decodes(Path(path)):
-            if STATED_LIMIT.search(error or ""):  # refused on purpose, by a limit the README states
-                report.refused_by_limit.append({"case": i, "what": what, "error": error})
-            else:
-                violation("ffmpeg decodes", f"{path} ({what}): onepass says {error!r}", i)
+            violation("ffmpeg decodes", f"{path} ({what}): onepass says {error!r}", i)
+        if status == "partial" and STATED_LIMIT.search(error or ""):  # streams left unread on purpose (README's limits)
+            report.refused_by_limit.append({"case": i, "what": what, "error": error})
     if rc is not None and rc != (1 if failed else 0):
         violation("exit code", f"exit {rc} with {'some' if failed else 'no'} failed sources\n{log[-1500:]}")
     if "Traceback" in log:

@@ -242,12 +242,15 @@ class MediaReader:
         )
 
     def _check_limits(self) -> None:
-        """Refuse what no real recording has (a damaged header's claims, or a decompression bomb).
-        A stream out of bounds is dropped, with the reason in ``stats.errors`` (the source ends
-        partial), when the other stream is usable; with nothing left the file is refused."""
+        """What no real recording has (a damaged header's claims, or a decompression bomb) is not
+        read: a stream out of bounds is dropped, with the reason in ``stats.errors`` (the source
+        ends partial, with no rows if nothing is left); a duration claimed over 48 h is taken as
+        unknown (the file is read to its real end). FFmpeg may still play such a file: onepass
+        says what it did not read, instead of failing the file."""
         info = self.info
         if info.duration_ms is not None and info.duration_ms > MAX_DURATION_MS:
-            raise DecodeError(self.source, f"claimed duration {info.duration_ms} ms exceeds the 48 h limit")
+            self.stats.errors.append(f"claimed duration {info.duration_ms} ms exceeds the 48 h limit: ignored")
+            self.info = info = replace(info, duration_ms=None)
         video_bad = audio_bad = None
         if info.has_video:
             if not info.width or not info.height:
@@ -256,10 +259,6 @@ class MediaReader:
                 video_bad = f"video frame {info.width}x{info.height} exceeds the {MAX_PIXELS}-pixel limit"
         if info.has_audio and info.sample_rate_hz is not None and not 1000 <= info.sample_rate_hz <= 768_000:
             audio_bad = f"audio sample rate {info.sample_rate_hz} Hz is not plausible"
-        video_ok = info.has_video and not video_bad
-        audio_ok = info.has_audio and not audio_bad
-        if not (video_ok or audio_ok):
-            raise DecodeError(self.source, video_bad or audio_bad)
         if video_bad:
             self.stats.errors.append(f"{video_bad}: its video was not read")
             self._video = None
@@ -273,6 +272,8 @@ class MediaReader:
     def items(self) -> Iterator[VideoFrame | AudioChunk]:
         """Kept frames and audio chunks in demux order (each stream's own items in time order)."""
         streams = [s for s in (self._video, self._audio) if s is not None]
+        if not streams:  # every stream was refused by a limit (_check_limits says which)
+            return
         picker = _FramePicker(self.fps, self.info.start_ms) if self._video is not None else None
         audio_out = _AudioOut(self.info.start_ms) if self._audio is not None else None
         packets = self._container.demux(streams)

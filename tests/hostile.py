@@ -1,5 +1,6 @@
 """A corpus of hostile inputs, generated (nothing committed). Each entry: (path, expected) with
-expected 'ok', 'error' or 'either' (a damaged file may still yield part of its content)."""
+expected 'ok', 'error', 'partial', 'refused' (partial with no rows: every stream out of the stated
+limits) or 'either' (a damaged file may still yield part of its content)."""
 
 from __future__ import annotations
 
@@ -81,9 +82,15 @@ def build(root: Path, malformed_dir: Path) -> list[tuple[str, str]]:
     add(write_clip(root / "video_only.mp4", [40 * i for i in range(50)], Fraction(1, 1000)), "ok")
     add(_lossless_video(root / "one_pixel.nut", 1, 1, codec="png"), "ok")
     add(_lossless_video(root / "odd_641x359.nut", 641, 359, codec="png"), "ok")
-    # a header claiming 20000x20000 (1.2 GB a frame) over a few bytes: refused before decoding
+    # a header claiming 20000x20000 (1.2 GB a frame) over a few bytes: FFmpeg itself will not open it
     (root / "huge_header.y4m").write_bytes(b"YUV4MPEG2 W20000 H20000 F25:1 Ip A1:1 C420jpeg\nFRAME\n" + bytes(1000))
     add(root / "huge_header.y4m", "error")
+    # a WAV whose header claims 3 Hz (its 2 s of samples would be 3 hours): its audio is not read,
+    # the row says why, nothing else is left (found by the fuzz campaign; the ffmpeg CLI decodes it)
+    wav3 = bytearray(write_audio_only(root / "rate_3hz.wav", speech).read_bytes())
+    wav3[24:28] = (3).to_bytes(4, "little")
+    (root / "rate_3hz.wav").write_bytes(bytes(wav3))
+    add(root / "rate_3hz.wav", "refused")
     ffmpeg = tool("ffmpeg")
     subprocess.run([ffmpeg, "-v", "error", "-y", "-i", str(good), "-c", "copy", "-metadata:s:v:0", "rotate=90",
                     str(root / "rotated_phone.mp4")], check=True)
