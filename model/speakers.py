@@ -46,7 +46,7 @@ from onepass.operators.spans import Span
 
 from .records import Segment, SpeakerTurn
 
-__all__ = ["region_embeddings", "cluster", "assign_speakers", "label_segments", "OnlineSpeakers", "THRESHOLD"]
+__all__ = ["region_embeddings", "cluster", "assign_speakers", "speaker_names", "label_segments", "OnlineSpeakers", "THRESHOLD"]
 
 THRESHOLD = 0.6  # cosine distance at which clustering stops (see the module docstring)
 
@@ -128,10 +128,13 @@ def _spectral_reference() -> tuple[np.ndarray, np.ndarray]:
 
 
 def cluster(
-    embeddings: np.ndarray, *, threshold: float = THRESHOLD, num_speakers: int | None = None, backbone_weight: float = 0.0
+    embeddings: np.ndarray, *, threshold: float = THRESHOLD, num_speakers: int | None = None, backbone_weight: float = 0.0,
+    min_speakers: int | None = None, max_speakers: int | None = None,
 ) -> np.ndarray:
     """Average-linkage agglomerative clustering on cosine distance. Returns labels [n] (0-based,
-    in order of first appearance).
+    in order of first appearance). ``num_speakers``: merge down to exactly that many; else stop
+    at ``threshold``, but merge on past it while there are more than ``max_speakers`` and stop
+    before it while there would be fewer than ``min_speakers`` (hints: WhisperX's min/max).
 
     The spectral block is standardised with the fixed reference population (per-source statistics
     would stretch any single voice into several); the backbone block, when weighted, per source."""
@@ -156,9 +159,11 @@ def cluster(
     while len(clusters) > 1:
         if num_speakers is not None and len(clusters) <= num_speakers:
             break
+        if num_speakers is None and min_speakers is not None and len(clusters) <= min_speakers:
+            break
         masked = np.where(active[:, None] & active[None, :], d, np.inf)
         i, j = np.unravel_index(np.argmin(masked), masked.shape)
-        if num_speakers is None and masked[i, j] > threshold:
+        if num_speakers is None and masked[i, j] > threshold and (max_speakers is None or len(clusters) <= max_speakers):
             break
         ni, nj = len(clusters[i]), len(clusters[j])
         d[i, :] = d[:, i] = (ni * d[i, :] + nj * d[j, :]) / (ni + nj)
@@ -173,19 +178,39 @@ def cluster(
     return np.array([order[v] for v in labels], dtype=np.int64)
 
 
+def speaker_names(labels: np.ndarray, embeddings: np.ndarray, known=None, lengths_ms: np.ndarray | None = None) -> list[str]:
+    """Each region's speaker: an enrolled person's name where its voice matches one
+    (model/voices.py), else S1, S2 ... by first appearance among the clusters of the rest."""
+    named: list = [None] * len(labels)
+    if known:
+        from .voices import name_regions
+
+        named = name_regions(labels, embeddings, lengths_ms, known)
+    numbers: dict[int, str] = {}
+    out = []
+    for label, name in zip(labels.tolist(), named):
+        if name is None and label not in numbers:
+            numbers[label] = f"S{len(numbers) + 1}"
+        out.append(name or numbers[label])
+    return out
+
+
 def assign_speakers(
     regions: list[tuple[Span, np.ndarray]], *, threshold: float = THRESHOLD, num_speakers: int | None = None,
-    backbone_weight: float = 0.0,
+    backbone_weight: float = 0.0, min_speakers: int | None = None, max_speakers: int | None = None, known=None,
 ) -> list[SpeakerTurn]:
-    """Cluster all regions of one source into speaker turns (adjacent same-speaker regions merged)."""
+    """Cluster all regions of one source into speaker turns (adjacent same-speaker regions merged);
+    ``known``: enrolled voiceprints (model/voices.py) that name the clusters they match."""
     if not regions:
         return []
     regions = sorted(regions, key=lambda r: r[0])
-    labels = cluster(np.stack([e for _, e in regions]), threshold=threshold, num_speakers=num_speakers,
-                     backbone_weight=backbone_weight)
+    embeddings = np.stack([e for _, e in regions])
+    spans = [s for s, _ in regions]
+    labels = cluster(embeddings, threshold=threshold, num_speakers=num_speakers, backbone_weight=backbone_weight,
+                     min_speakers=min_speakers, max_speakers=max_speakers)
+    names = speaker_names(labels, embeddings, known, np.array([s.duration_ms for s in spans], np.float64))
     turns: list[SpeakerTurn] = []
-    for (span, _), label in zip(regions, labels):
-        speaker = f"S{label + 1}"
+    for (span, _), speaker in zip(regions, names):
         if turns and turns[-1].speaker == speaker and span.start_ms - turns[-1].span.end_ms <= 500:
             turns[-1] = SpeakerTurn(Span(turns[-1].span.start_ms, span.end_ms), speaker)
         else:
@@ -212,9 +237,10 @@ class OnlineSpeakers:
     """Stable speaker ids for a live source: each new window re-clusters every region so far and
     keeps the ids already committed (a cluster takes the id most of its labelled regions had)."""
 
-    def __init__(self, threshold: float = THRESHOLD, backbone_weight: float = 0.0):
+    def __init__(self, threshold: float = THRESHOLD, backbone_weight: float = 0.0, known=None):
         self.threshold = threshold
         self.backbone_weight = backbone_weight
+        self.known = known or []
         self.regions: list[tuple[Span, np.ndarray]] = []
         self.labels: list[str | None] = []
         self.next_id = 1
@@ -225,19 +251,29 @@ class OnlineSpeakers:
         first_new = len(self.regions)
         self.regions += regions
         self.labels += [None] * len(regions)
-        clusters = cluster(np.stack([e for _, e in self.regions]), threshold=self.threshold, backbone_weight=self.backbone_weight)
+        embeddings = np.stack([e for _, e in self.regions])
+        clusters = cluster(embeddings, threshold=self.threshold, backbone_weight=self.backbone_weight)
         taken: set[str] = set()
         names: dict[int, str] = {}
+        people = {k.name for k in self.known}  # a name is given by the voice, never inherited by vote
         for c in sorted(set(clusters.tolist()), key=lambda c: -int((clusters == c).sum())):
-            votes = [self.labels[i] for i in np.flatnonzero(clusters == c) if self.labels[i] and self.labels[i] not in taken]
+            votes = [self.labels[i] for i in np.flatnonzero(clusters == c)
+                     if self.labels[i] and self.labels[i] not in taken and self.labels[i] not in people]
             if votes:
                 names[c] = max(set(votes), key=votes.count)
             else:
                 names[c] = f"S{self.next_id}"
                 self.next_id += 1
             taken.add(names[c])
+        if self.known:  # an enrolled person is named as soon as their voice is heard
+            from .voices import name_regions
+
+            lengths = np.array([s.duration_ms for s, _ in self.regions], np.float64)
+            own = name_regions(clusters, embeddings, lengths, self.known)[first_new:]
+        else:
+            own = [None] * (len(self.regions) - first_new)
         turns = []
-        for i in range(first_new, len(self.regions)):
-            self.labels[i] = names[int(clusters[i])]
+        for i, person in zip(range(first_new, len(self.regions)), own):
+            self.labels[i] = person or names[int(clusters[i])]
             turns.append(SpeakerTurn(self.regions[i][0], self.labels[i]))
         return turns

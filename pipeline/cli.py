@@ -59,6 +59,13 @@ stay; its row says 'stopped'; a rerun does the rest).""")
               help="CPU threads of the backbone when it runs on the CPU (default: every core of its node).")
 @click.option("--max-new-tokens", type=int, default=_DEFAULTS.max_new_tokens, show_default=True,
               help="Most tokens the model writes per request (a caption, a transcript, an answer).")
+@click.option("--voices", type=click.Path(exists=True, file_okay=False, path_type=str), default=None,
+              help="Known voices: DIR/<name>.wav (or any audio/video file) or DIR/<name>/ with several recordings per person, "
+                   "20-40 s of speech each. A speaker whose voice matches an enrolled person is named so in every table; "
+                   "others stay S1, S2 ... Enrolment is cached in OUTPUT/voices.json.")
+@click.option("--speakers", "num_speakers", type=int, default=None, help="Exactly this many speakers per source.")
+@click.option("--min-speakers", type=int, default=None, help="At least this many speakers per source (a clustering hint).")
+@click.option("--max-speakers", type=int, default=None, help="At most this many speakers per source (a clustering hint).")
 @click.option("--telemetry", type=click.Path(exists=True, path_type=str), default=None,
               help="Positions for the rows (latitude, longitude, altitude_m): a telemetry sidecar for every file (a DJI-style "
                    ".SRT or a CSV time_ms,latitude,longitude[,altitude_m]), or a folder of <clip>.srt|.csv. "
@@ -69,7 +76,8 @@ stay; its row says 'stopped'; a rerun does the rest).""")
 @click.option("--stream-timeout-s", type=float, default=_DEFAULTS.stream_timeout_s, show_default=True,
               help="A live stream that delivers nothing for this long has ended (UDP has no end-of-stream).")
 def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_mode, workers, segment_minutes, batch_windows, patch_actors, address,
-        device, quantize, threads, max_new_tokens, telemetry, force, source_timeout_s, stream_timeout_s):
+        device, quantize, threads, max_new_tokens, voices, num_speakers, min_speakers, max_speakers, telemetry, force,
+        source_timeout_s, stream_timeout_s):
     """Process INPUTS (files, folders, globs, stream URLs, - for stdin) into OUTPUT."""
     from .run import build_pipeline
 
@@ -79,7 +87,13 @@ def run(inputs, output, model, tasks, questions, fps, budget, window_s, decode_m
                         batch_windows=batch_windows,
                         patch_actors=patch_actors, address=address, device=device, quantize=quantize, threads=threads,
                         max_new_tokens=max_new_tokens, force=force, source_timeout_s=source_timeout_s, stream_timeout_s=stream_timeout_s,
-                        telemetry=telemetry)
+                        telemetry=telemetry, voices=voices, num_speakers=num_speakers, min_speakers=min_speakers,
+                        max_speakers=max_speakers)
+        if voices:  # enrol now: a recording that cannot be read stops the run before it starts
+            from onepass.model.voices import enrol
+
+            known = enrol(voices, Path(output) / "voices.json")
+            click.echo("enrolled: " + ", ".join(f"{k.name} ({k.speech_s:.0f} s of speech)" for k in known))
         if quantize and (device or "").startswith("cuda"):  # on a CPU onepass's own int8 / int4 modules serve
             import importlib.util
 

@@ -84,6 +84,11 @@ class Committer:
         self.cfg, self.summary, self.progress = cfg, summary, progress
         self.config_fp = cfg.fingerprint()
         self.speakers = model_speakers(cfg.model)  # the checkpoint's clustering settings (onepass.json)
+        self.known = []
+        if cfg.voices:  # enrolled once per run (cached in the output folder)
+            from onepass.model.voices import enrol
+
+            self.known = enrol(cfg.voices, Path(cfg.output) / "voices.json")
 
     def _row(self, st: SourceState, status: str, windows: int, sidecar=None, note: str | None = None) -> dict:
         s = st.source
@@ -103,6 +108,7 @@ class Committer:
         sidecar = note = None
         if st.error is None and not st.source.is_stream:
             turns = assign_speakers([r for res in results for r in res.speech], num_speakers=cfg.num_speakers,
+                                    min_speakers=cfg.min_speakers, max_speakers=cfg.max_speakers, known=self.known,
                                     **self.speakers) if cfg.task_set.diarization else []
             rows = result_rows(sid, results, turns)
             track, sidecar, note = load_track(st.source.location, cfg.telemetry)
@@ -129,7 +135,7 @@ class Committer:
         from onepass.model.speakers import OnlineSpeakers
 
         if st.online is None:
-            st.online = OnlineSpeakers(**self.speakers)
+            st.online = OnlineSpeakers(**self.speakers, known=self.known)
         turns = st.online.add(list(res.speech)) if self.cfg.task_set.diarization else []
         k = res.span.start_ms // (self.cfg.window_s * 1000)
         commit_source(self.cfg.output, f"{st.source.id}~w{k:06d}", result_rows(st.source.id, [res], turns))
@@ -153,6 +159,7 @@ def _broke_off(st: SourceState) -> str | None:
     errors = list(st.finished.errors) if st.finished else []
     stated = st.opened.info.duration_ms if st.opened else None
     reached = st.finished.decoded_ms if st.finished else None
-    if stated and reached is not None and stated - reached > max(2000, stated // 20):
+    refused = any("was not read" in e for e in errors)  # a stream left unread ends early by design, not cut short
+    if stated and reached is not None and not refused and stated - reached > max(2000, stated // 20):
         errors.append(f"media ends at {reached / 1000:.1f} s of the {stated / 1000:.1f} s its header states (file cut short?)")
     return "; ".join(dict.fromkeys(errors)) or None  # a file's segments may each say the same

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,19 @@ MEDIA_EXTENSIONS = frozenset(
     ".wav .mp3 .m4a .aac .flac .ogg .opus .wma".split()
 )
 STREAM_SCHEMES = ("rtsp://", "rtmp://", "tcp://", "udp://", "srt://", "http://", "https://", "pipe:")
+
+
+def voices_fingerprint(folder: str) -> str:
+    """The enrolment folder's people and recordings (names, sizes, times): cheap, no decoding."""
+    entries = []
+    for root, _dirs, files in sorted(os.walk(folder)):
+        for f in sorted(files):
+            try:
+                st = os.stat(os.path.join(root, f))
+            except OSError:
+                continue
+            entries.append(f"{os.path.relpath(os.path.join(root, f), folder)}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -36,7 +50,10 @@ class RunConfig:
     dtype: str | None = None
     quantize: str | None = None  # weight-only int8 / int4 of the decoder's linear layers (model/quantize.py)
     threads: int | None = None  # the backbone's torch threads on a CPU; None: every core of its node
-    num_speakers: int | None = None
+    num_speakers: int | None = None  # --speakers: exactly this many per source
+    min_speakers: int | None = None  # clustering hints: at least / at most this many per source
+    max_speakers: int | None = None
+    voices: str | None = None  # --voices DIR: enrolled people named in the speaker columns (model/voices.py)
     telemetry: str | None = None  # a telemetry sidecar for every file, or a folder of <stem>.srt|.csv (pipeline/telemetry.py)
     source_timeout_s: float = 3600.0
     stream_timeout_s: float = 10.0  # a live stream that delivers nothing for this long has ended (UDP has no end)
@@ -66,6 +83,11 @@ class RunConfig:
             raise ValueError(f"--threads must be >= 1, got {self.threads}")
         if self.max_new_tokens < 1:
             raise ValueError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
+        for name in ("num_speakers", "min_speakers", "max_speakers"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('num_', '').replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.min_speakers and self.max_speakers and self.min_speakers > self.max_speakers:
+            raise ValueError(f"--min-speakers {self.min_speakers} is more than --max-speakers {self.max_speakers}")
         if not 0 < self.fps <= 30:
             raise ValueError(f"--fps must be in (0, 30], got {self.fps}")
 
@@ -73,6 +95,10 @@ class RunConfig:
         """What changes a source's rows: a rerun with another fingerprint redoes the source."""
         keys = ("model", "tasks", "questions", "fps", "budget", "window_s", "decode_mode", "max_new_tokens", "num_speakers")
         d = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items() if k in keys}
-        if self.quantize:  # only when set: fingerprints of unquantized runs stay as they were
-            d["quantize"] = self.quantize
+        # only when set: fingerprints of runs without them stay as they were
+        for k in ("quantize", "min_speakers", "max_speakers"):
+            if getattr(self, k):
+                d[k] = getattr(self, k)
+        if self.voices:  # who is enrolled, from which recordings: another enrolment names speakers anew
+            d["voices"] = voices_fingerprint(self.voices)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -190,3 +190,40 @@ def test_the_pdf_report_lists_every_finding(inspected, tmp_path):
     page = (report / "a-1.html").read_text()
     assert "id='track'" in page and page.index("Findings (1)") < page.index("id='stage'")
     assert "id='track'" not in (report / "b-2.html").read_text()  # no positions, no track
+
+
+# -- known voices through `onepass run --voices` ---------------------------------------------------
+def test_enrolled_voices_are_named_in_a_run_and_a_stranger_never(tmp_path, tiny_model):
+    """benchmarks/bench_known_voices.py at CI size: 3 clips of 3 enrolled voices and 1 stranger."""
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_known_voices import NAMES, make_set, score
+
+    clips, voices, _ = make_set(tmp_path / "set", 3, 25.0, seed=5)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["run", str(clips), "-o", str(out), "--model", str(tiny_model), "--tasks", "diarization",
+                                    "--voices", str(voices)])
+    assert res.exit_code == 0, res.output
+    assert "enrolled: ana (" in res.output and (out / "voices.json").is_file()
+    got = score(out, clips)
+    assert got["stranger_named_s"] == 0, got  # the unenrolled voice never carries a name
+    assert got["named_right"] >= 0.8, got
+    said = duckdb.connect().execute(f"SELECT DISTINCT speaker FROM read_parquet('{out}/sources/*/speakers.parquet')").fetchall()
+    assert {s for (s,) in said} & set(NAMES) and any(s.startswith("S") for (s,) in said)
+    # a rerun with the same enrolment skips; another enrolment redoes (its names may change)
+    res = CliRunner().invoke(main, ["run", str(clips), "-o", str(out), "--model", str(tiny_model), "--tasks", "diarization",
+                                    "--voices", str(voices)])
+    assert res.output.count("skipped (already done") == 3, res.output
+    (voices / "ben.wav").unlink()
+    res = CliRunner().invoke(main, ["run", str(clips), "-o", str(out), "--model", str(tiny_model), "--tasks", "diarization",
+                                    "--voices", str(voices)])
+    assert "skipped (already done" not in res.output and "enrolled: ana (" in res.output and "ben" not in res.output.split("source ")[0]
+    said = duckdb.connect().execute(f"SELECT DISTINCT speaker FROM read_parquet('{out}/sources/*/speakers.parquet')").fetchall()
+    assert "ben" not in {s for (s,) in said}
+    (tmp_path / "nobody").mkdir()
+    (tmp_path / "nobody" / "notes.txt").write_text("no recordings here")
+    res = CliRunner().invoke(main, ["run", str(clips), "-o", str(tmp_path / "o2"), "--voices", str(tmp_path / "nobody")])
+    assert res.exit_code == 2 and "no recordings" in res.output, res.output

@@ -250,9 +250,10 @@ class Timeline:
 
 def random_timeline(rng: np.random.Generator, duration_s: float, *, max_speakers: int = 3, noise: bool = True,
                     speech_gap_s: tuple[float, float] = (0.3, 2.0), sentences: str = "trained",
-                    synths: str = "espeak") -> Timeline:
+                    synths: str = "espeak", voices: list[Voice] | None = None) -> Timeline:
     """``sentences``: trained | heldout | random | numbers (grammar.utterance_text);
-    ``synths``: espeak | trained | heldout (random_voice)."""
+    ``synths``: espeak | trained | heldout (random_voice); ``voices``: these speakers (utterance
+    speaker ``spk<i>`` is ``voices[i]``) instead of random ones."""
     duration_ms = int(duration_s * 1000)
     scenes, t = [], 0
     while t < duration_ms:
@@ -260,8 +261,10 @@ def random_timeline(rng: np.random.Generator, duration_s: float, *, max_speakers
         scene = random_scene(rng)
         scenes.append((SceneSpan(t, min(t + length, duration_ms), scene.caption), scene))
         t += length
-    n_speakers = int(rng.integers(1, max_speakers + 1))
-    voices = [random_voice(rng, synths) for _ in range(n_speakers)]
+    if voices is None:
+        n_speakers = int(rng.integers(1, max_speakers + 1))
+        voices = [random_voice(rng, synths) for _ in range(n_speakers)]
+    n_speakers = len(voices)
     audio = np.zeros(duration_ms * 16, np.float32)
     utterances, t = [], int(rng.uniform(0.2, 1.5) * 1000)
     speaker = int(rng.integers(n_speakers))
