@@ -38,11 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
-from onepass.operators.audio import frame_audio, speech_spans
+from onepass.operators.audio import frame_audio
 
-from .speakers import N_SPECTRAL, _band_energies, _spectral_reference, _split
+from .speakers import N_SPECTRAL, _spectral_reference, region_embeddings
 
-__all__ = ["Voiceprint", "enrol", "voiceprint", "name_speakers", "name_regions", "MATCH_THRESHOLD", "REGION_THRESHOLD", "spectral_unit"]
+__all__ = ["Voiceprint", "enrol", "voiceprint", "name_regions", "MATCH_THRESHOLD", "REGION_THRESHOLD", "spectral_unit"]
 
 # cosine distance between a speech region's long-term spectrum and a person's voiceprint under
 # which the region may be that person's (benchmarks/bench_known_voices.py, seeds 0 and 1)
@@ -86,19 +86,14 @@ def voiceprint(vectors: np.ndarray, weights: np.ndarray | None = None) -> np.nda
     return v / (np.linalg.norm(v) + 1e-12)
 
 
-def region_spectra(wave: np.ndarray, *, max_region_ms: int = 4000, min_region_ms: int = 320) -> tuple[np.ndarray, np.ndarray]:
-    """16 kHz mono samples -> ([n, N_SPECTRAL] spectral embeddings of its speech regions, [n] lengths ms)."""
+def region_spectra(wave: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """16 kHz mono samples -> ([n, N_SPECTRAL] spectral embeddings of its speech regions, [n]
+    lengths ms): diarization's own regions (speakers.region_embeddings), without hidden states."""
     frames, _ = frame_audio(np.asarray(wave, np.float32))
-    out, lengths = [], []
-    for span in speech_spans(frames, 0):
-        for part in _split(span, max_region_ms):
-            a, b = part.start_ms // 40, part.end_ms // 40
-            if part.duration_ms < min_region_ms or b - a < 2:
-                continue
-            spec = _band_energies(frames[a:b])
-            out.append(np.concatenate([spec.mean(0), spec.std(0)]))
-            lengths.append(part.duration_ms)
-    return (np.stack(out) if out else np.zeros((0, N_SPECTRAL))), np.asarray(lengths, np.float64)
+    regions = region_embeddings(frames, np.zeros((len(frames), 0), np.float32), 0)
+    if not regions:
+        return np.zeros((0, N_SPECTRAL)), np.zeros(0)
+    return np.stack([e for _, e in regions]), np.array([s.duration_ms for s, _ in regions], np.float64)
 
 
 def _read_16k(path: Path) -> np.ndarray:
@@ -182,22 +177,6 @@ def _match(units: np.ndarray, lengths_ms: np.ndarray, people: np.ndarray, thresh
     dist = 1.0 - people @ voiceprint(units, lengths_ms)
     best = int(np.argmin(dist))
     return best if dist[best] <= threshold else None
-
-
-def name_speakers(labels: np.ndarray, embeddings: np.ndarray, lengths_ms: np.ndarray, known: list[Voiceprint],
-                  threshold: float = MATCH_THRESHOLD) -> dict[int, str]:
-    """{cluster label: person} for the clusters whose voiceprint is within ``threshold`` of a
-    person's (the nearest); the other labels are not in the result."""
-    if not known or len(labels) == 0:
-        return {}
-    units, people = spectral_unit(embeddings), np.stack([k.vector for k in known])
-    names = {}
-    for label in sorted(set(labels.tolist())):
-        members = labels == label
-        best = _match(units[members], lengths_ms[members], people, threshold)
-        if best is not None:
-            names[label] = known[best].name
-    return names
 
 
 def name_regions(labels: np.ndarray, embeddings: np.ndarray, lengths_ms: np.ndarray, known: list[Voiceprint],

@@ -96,10 +96,10 @@ def content_fingerprint(location: str) -> str:
 def source_fingerprint(location: str, telemetry: str | None = None) -> str:
     """What a rerun compares to skip a committed file: its content, and its telemetry sidecar's
     (adding, changing or removing the sidecar redoes the file)."""
-    from .telemetry import find_sidecar, sidecar_fingerprint
+    from .telemetry import find_sidecar
 
     sidecar = find_sidecar(location, telemetry)
-    return content_fingerprint(location) + (f"+{sidecar_fingerprint(sidecar)}" if sidecar else "")
+    return content_fingerprint(location) + (f"+{content_fingerprint(str(sidecar))}" if sidecar else "")
 
 
 def stdin_fifo() -> str:

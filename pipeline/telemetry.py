@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import bisect
 import csv
-import hashlib
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -61,12 +61,16 @@ class Track:
     fixes: tuple[Fix, ...]  # in time order, one per instant
     note: str | None = None  # what was wrong with the sidecar (lines skipped, gaps), for the user
 
+    @functools.cached_property
+    def _times(self) -> list[int]:
+        return [x.time_ms for x in self.fixes]
+
     def at(self, ms: int) -> Fix | None:
         """The position at ``ms`` (interpolated), or None in a gap or outside the track."""
         f = self.fixes
         if not f or ms < f[0].time_ms or ms > f[-1].time_ms + EDGE_MS:
             return None
-        i = bisect.bisect_right([x.time_ms for x in f], ms) - 1
+        i = bisect.bisect_right(self._times, ms) - 1
         a = f[i]
         if i == len(f) - 1 or a.time_ms == ms:
             return a
@@ -194,16 +198,6 @@ def find_sidecar(location: str, telemetry: str | None = None) -> Path | None:
         if p.is_file() and p != media:
             return p
     return None
-
-
-def sidecar_fingerprint(path: Path | None) -> str:
-    if path is None:
-        return ""
-    try:
-        st = path.stat()
-    except OSError:
-        return "unreadable"
-    return hashlib.sha256(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:8]
 
 
 def load_track(location: str, telemetry: str | None = None) -> tuple[Track | None, Path | None, str | None]:
